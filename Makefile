@@ -1,0 +1,36 @@
+# The two commands of bloodlib (see README.md):
+#   make reports   create .venv, install, register the Jupyter kernel, fetch data, render every report (cpu profile)
+#   make test      same environment, run the test suite
+# Options: PROFILE=quick|cpu|paper, JOBS=N, PYTHON=python3.11, BLOODLIB_DATA=/path/to/local/data
+
+PYTHON ?= python3
+PROFILE ?= cpu
+JOBS ?= 1
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.bloodlib-installed
+
+.PHONY: reports test env data clean-reports lab
+
+reports: data
+	$(PY) -m bloodlib report --profile $(PROFILE) --jobs $(JOBS)
+
+test: env
+	$(PY) -m pytest
+
+env: $(STAMP)
+
+$(STAMP): pyproject.toml
+	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --disable-pip-version-check -q -e '.[dev]'
+	$(PY) -m ipykernel install --sys-prefix --name bloodlib --display-name "Python (bloodlib)"
+	@touch $(STAMP)
+
+data: env
+	$(PY) -m bloodlib data fetch --all
+
+lab: env
+	$(VENV)/bin/jupyter lab notebooks/
+
+clean-reports:
+	rm -rf reports/quick reports/cpu reports/paper reports/interactive

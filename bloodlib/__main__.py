@@ -1,0 +1,5 @@
+import sys
+
+from bloodlib.cli import main
+
+sys.exit(main())

@@ -1,0 +1,117 @@
+"""The ``bloodlib`` command line.
+
+    bloodlib data list                      where each data set is (BLOODLIB_DATA, cache, missing)
+    bloodlib data fetch NAME... | --all     download into the user cache and verify
+    bloodlib data verify NAME... | --all    hash every file against the registry
+    bloodlib report [--profile cpu] [--only NAME ...] [--jobs N]
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from bloodlib.params import DEFAULT_PROFILE, PROFILES
+
+
+def _data_names(args: argparse.Namespace) -> list[str]:
+    from bloodlib.data import DATASETS, get_spec
+
+    if args.all:
+        return list(DATASETS)
+    if not args.names:
+        raise SystemExit(f"name at least one data set or use --all; known: {', '.join(DATASETS)}")
+    for name in args.names:
+        try:
+            get_spec(name)
+        except KeyError as err:
+            raise SystemExit(err.args[0]) from None
+    return args.names
+
+
+def cmd_data_list(args: argparse.Namespace) -> int:
+    from bloodlib.data import DATASETS, DataNotFoundError, locate
+
+    for name, spec in DATASETS.items():
+        try:
+            where = str(locate(name, download=False))
+        except DataNotFoundError:
+            where = "not available (bloodlib data fetch " + name + ")"
+        print(f"{name:16s} {where}\n{'':16s} {spec.title}\n{'':16s} {spec.homepage} [{spec.license}]")
+    return 0
+
+
+def cmd_data_fetch(args: argparse.Namespace) -> int:
+    from bloodlib.data import DataNotFoundError, locate
+
+    failed = 0
+    for name in _data_names(args):
+        try:
+            print(f"{name}: {locate(name)}")
+        except DataNotFoundError as err:
+            print(f"{name}: FAILED\n{err}", file=sys.stderr)
+            failed += 1
+    return 1 if failed else 0
+
+
+def cmd_data_verify(args: argparse.Namespace) -> int:
+    from bloodlib.data import verify
+
+    failed = 0
+    for name in _data_names(args):
+        result = verify(name)
+        if result.ok:
+            print(f"{name}: OK ({result.path})")
+        else:
+            failed += 1
+            print(f"{name}: FAILED ({result.path})\n  " + "\n  ".join(result.problems), file=sys.stderr)
+    return 1 if failed else 0
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    from bloodlib.paths import reports_dir
+    from bloodlib.report.runner import run_reports
+
+    try:
+        runs = run_reports(args.profile, only=args.only, jobs=args.jobs)
+    except (ValueError, RuntimeError, FileNotFoundError) as err:
+        print(f"bloodlib report: {err}", file=sys.stderr)
+        return 2
+    for run in runs:
+        line = f"{run.name:24s} {run.status:7s} {run.wall_s:8.1f} s"
+        print(line + (f"  {run.error}" if run.error else ""))
+    print(f"index: {reports_dir(args.profile) / 'index.html'}")
+    return 0 if all(run.status == "ok" for run in runs) else 1
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="bloodlib", description="Reproducible blood-smear analysis reports.")
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    data = commands.add_parser("data", help="list, fetch and verify the registered data sets")
+    data_commands = data.add_subparsers(dest="data_command", required=True)
+    data_commands.add_parser("list", help="where each data set is found").set_defaults(func=cmd_data_list)
+    for verb, func, text in (
+        ("fetch", cmd_data_fetch, "download into the user cache (unless BLOODLIB_DATA has it) and verify"),
+        ("verify", cmd_data_verify, "hash every file against the registry's checksums"),
+    ):
+        sub = data_commands.add_parser(verb, help=text)
+        sub.add_argument("names", nargs="*", metavar="NAME")
+        sub.add_argument("--all", action="store_true", help="every registered data set")
+        sub.set_defaults(func=func)
+
+    report = commands.add_parser("report", help="execute notebooks and render HTML reports")
+    report.add_argument("--profile", choices=PROFILES, default=DEFAULT_PROFILE)
+    report.add_argument("--only", nargs="+", metavar="NAME", help="notebook names (e.g. 03_covid_diagnosis)")
+    report.add_argument("--jobs", type=int, default=1, help="notebooks executed in parallel")
+    report.set_defaults(func=cmd_report)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    return args.func(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,324 @@
+"""The data registry: one entry per public data set, with pinned sources and checksums.
+
+Resolution order for a data set folder (:func:`locate`):
+
+1. ``$BLOODLIB_DATA/<name>`` -- a local copy laid out like the project's ``shared/data``;
+2. ``<user cache>/data/<name>`` -- where :func:`fetch` puts downloads;
+3. a download from the entry's sources, tried in order (:func:`fetch`).
+
+Downloads land in a staging folder next to the target, are verified file by file
+against the registry's checksums, and only then renamed into place, so an
+interrupted or corrupt download never leaves a folder that looks complete.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import os
+import shutil
+import tempfile
+import warnings
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from bloodlib.data.checks import Check, full_problems, quick_problems
+from bloodlib.data.download import DownloadError, download_file, extract_archive
+from bloodlib.fsutil import replace_dir
+from bloodlib.paths import cache_dir, local_data_dir
+
+
+class DataNotFoundError(FileNotFoundError):
+    """A data set is not available locally and could not be downloaded."""
+
+
+@dataclass(frozen=True)
+class Source:
+    """One way to obtain a complete data set folder.
+
+    Attributes:
+        url: what to download.
+        sha256: sha256 of the downloaded bytes, or None where the host may re-generate
+            them (GitHub archives); the extracted files are always checked.
+        mapping: for archives, (archive prefix, folder prefix) pairs to extract;
+            empty for a single file.
+        filename: for a single file, its path inside the data set folder.
+        auth: ``"kaggle"`` if the host needs the user's Kaggle API credentials.
+    """
+
+    url: str
+    sha256: str | None = None
+    mapping: tuple[tuple[str, str], ...] = ()
+    filename: str = ""
+    auth: str | None = None
+
+
+@dataclass(frozen=True)
+class DatasetSpec:
+    """A registered data set: where it comes from and what its folder must hold."""
+
+    name: str
+    title: str
+    homepage: str
+    license: str
+    sources: tuple[Source, ...]
+    checks: tuple[Check, ...]
+    notes: tuple[str, ...] = field(default=())
+
+
+_BCCD_SHA = "d272fb14cdff6e473fafeeeba32aba5f560e9e43"
+_WBC_SHA = "0b22eb2084b1004d464fb5ab87adc85ab94b2079"
+_CROPS_SHA = "7751031e0b41bcfdff998cbc4c698a445a60b49e"
+_OSR_MIRROR_SHA = "190e8b54f3cc68c21c87de4c98a7e5859898bd52"
+_EINSTEIN_MIRROR_SHA = "050c88a3b2194586c158a293aff710d95c9fb0aa"
+
+DATASETS: dict[str, DatasetSpec] = {
+    spec.name: spec
+    for spec in (
+        DatasetSpec(
+            name="BCCD",
+            title="BCCD: 364 smear images 640x480, VOC boxes for RBC/WBC/Platelets, official splits",
+            homepage=f"https://github.com/Shenggan/BCCD_Dataset/tree/{_BCCD_SHA}",
+            license="MIT",
+            sources=(
+                Source(
+                    url=f"https://codeload.github.com/Shenggan/BCCD_Dataset/tar.gz/{_BCCD_SHA}",
+                    mapping=((f"BCCD_Dataset-{_BCCD_SHA}/BCCD/", ""), (f"BCCD_Dataset-{_BCCD_SHA}/LICENSE", "LICENSE")),
+                ),
+            ),
+            checks=(
+                Check("Annotations", "3522dcf190e85603b8e1e3dad3927f7aa86076794eb45bec07cdbc461148a3a7", 364),
+                Check("JPEGImages", "01a03168080b9fb2859982dc6d5a25110e7dd394da96442a3db39c32e89917c1", 364),
+                Check("ImageSets", "a0b04ce541dec47d4e37c88447c1b5d0ab445572a822fb4664c91f3f4119f5a3", 4),
+                Check("LICENSE", "e2b611c8f321cb03c8d1b378a343ef488b623cf714c48bee814f04fcf8ba26df"),
+            ),
+            notes=("14 near-duplicate image pairs (overlapping fields of one smear) exist among the originals.",),
+        ),
+        DatasetSpec(
+            name="blood-cells",
+            title="WBC subtypes (Kaggle blood-cells): dataset2-master TRAIN/TEST/TEST_SIMPLE + dataset-master/labels.csv",
+            homepage=f"https://github.com/dhruvp/wbc-classification/tree/{_WBC_SHA}",
+            license="no license file upstream; images derive from BCCD (MIT)",
+            sources=(
+                Source(
+                    url=f"https://codeload.github.com/dhruvp/wbc-classification/tar.gz/{_WBC_SHA}",
+                    mapping=(
+                        (f"wbc-classification-{_WBC_SHA}/images/", "dataset2-master/images/"),
+                        (f"wbc-classification-{_WBC_SHA}/labels.csv", "dataset2-master/labels.csv"),
+                        (f"wbc-classification-{_WBC_SHA}/labels.csv", "dataset-master/labels.csv"),
+                    ),
+                ),
+            ),
+            checks=(
+                Check("dataset2-master/images", "1967ca56ea00cabefc98710eba2827ed9bb8f04b7de91915bfccb05d3d9639f3", 12515),
+                Check("dataset2-master/labels.csv", "2a11d215cade403d4fdb02b27b914c505bf59d4879b9b911fe97830b90c4e1a2"),
+                Check("dataset-master/labels.csv", "2a11d215cade403d4fdb02b27b914c505bf59d4879b9b911fe97830b90c4e1a2"),
+            ),
+            notes=(
+                "TRAIN's ~10k images are augmented copies of 277 BCCD originals, TEST's 2,487 of 71.",
+                "Kaggle's copy (paultimothymooney/blood-cells) holds the same files; this is its GitHub source.",
+            ),
+        ),
+        DatasetSpec(
+            name="bccd-wbc-crops",
+            title="351 WBC crops cut from BCCD, one per image, in 5 subtype folders (optional extra)",
+            homepage=f"https://github.com/apple2373/BCCD/tree/{_CROPS_SHA}",
+            license="no license file upstream; derived from BCCD (MIT)",
+            sources=(
+                Source(
+                    url=f"https://codeload.github.com/apple2373/BCCD/tar.gz/{_CROPS_SHA}",
+                    mapping=(
+                        (f"BCCD-{_CROPS_SHA}/BCCD_cropped/", "BCCD_cropped/"),
+                        (f"BCCD-{_CROPS_SHA}/labels.csv", "labels.csv"),
+                    ),
+                ),
+            ),
+            checks=(
+                Check("BCCD_cropped", "b40693535fcb111311716b3347ff46f0ce6fc174bd9bfaf98bac7cc13861d9d7", 351),
+                Check("labels.csv", "2a11d215cade403d4fdb02b27b914c505bf59d4879b9b911fe97830b90c4e1a2"),
+            ),
+        ),
+        DatasetSpec(
+            name="covid-osr",
+            title="San Raffaele (OSR) routine blood exams, 279 patients, SWAB target (Brinati et al. 2020)",
+            homepage="https://zenodo.org/records/3886927",
+            license="see the Zenodo record (often CC BY 4.0); verify before redistribution",
+            sources=(
+                Source(
+                    url="https://zenodo.org/records/3886927/files/covid_study_v2.xlsx?download=1",
+                    sha256="669e694d5827526d9daeefb70228f5d17dfe4931c5d0f18f61e1c5e48e35cd9e",
+                    filename="covid_study_v2.xlsx",
+                ),
+                Source(
+                    url=f"https://raw.githubusercontent.com/lschiesser/ba/{_OSR_MIRROR_SHA}/blood-exams/covid_study_v2.xlsx",
+                    sha256="669e694d5827526d9daeefb70228f5d17dfe4931c5d0f18f61e1c5e48e35cd9e",
+                    filename="covid_study_v2.xlsx",
+                ),
+            ),
+            checks=(Check("covid_study_v2.xlsx", "669e694d5827526d9daeefb70228f5d17dfe4931c5d0f18f61e1c5e48e35cd9e"),),
+            notes=("The public release has no RBC column; 5 records appear twice.",),
+        ),
+        DatasetSpec(
+            name="covid-einstein",
+            title="Hospital Israelita Albert Einstein, 5,644 patients, z-scored labs (Kaggle einsteindata4u/covid19)",
+            homepage="https://www.kaggle.com/datasets/einsteindata4u/covid19",
+            license="Kaggle listing; not stated upstream",
+            sources=(
+                Source(
+                    url="https://www.kaggle.com/api/v1/datasets/download/einsteindata4u/covid19",
+                    mapping=(("dataset.xlsx", "dataset.xlsx"),),
+                    auth="kaggle",
+                ),
+                Source(
+                    url=(
+                        "https://raw.githubusercontent.com/MachineLearnia/Python-Machine-Learning/"
+                        f"{_EINSTEIN_MIRROR_SHA}/Dataset/dataset.xlsx"
+                    ),
+                    sha256="354bc4c3b0d60d196df2746316577e15120a99b5e394f7b5cbecab359e2df865",
+                    filename="dataset.xlsx",
+                ),
+            ),
+            checks=(Check("dataset.xlsx", "354bc4c3b0d60d196df2746316577e15120a99b5e394f7b5cbecab359e2df865"),),
+            notes=(
+                "Kaggle is the official home and needs your Kaggle API credentials (KAGGLE_USERNAME and "
+                "KAGGLE_KEY, or ~/.kaggle/kaggle.json). Without them bloodlib takes a public GitHub copy "
+                "whose sha256 equals the Kaggle file's.",
+            ),
+        ),
+    )
+}
+
+
+def get_spec(name: str) -> DatasetSpec:
+    """The registry entry ``name``; unknown names raise ``KeyError`` listing the known ones."""
+    if name not in DATASETS:
+        raise KeyError(f"unknown data set {name!r}; known: {', '.join(DATASETS)}")
+    return DATASETS[name]
+
+
+def candidate_dirs(name: str) -> list[Path]:
+    """Where :func:`locate` looks for ``name``, in order."""
+    local = local_data_dir()
+    return ([local / name] if local else []) + [cache_dir() / "data" / name]
+
+
+def locate(name: str, *, download: bool = True) -> Path:
+    """The folder of data set ``name``: ``BLOODLIB_DATA``, then the cache, then a download.
+
+    Only existence and file counts are checked here (cheap); use :func:`verify`
+    for a full checksum pass.
+
+    Raises:
+        DataNotFoundError: not found locally and ``download`` is False or failed.
+    """
+    spec = get_spec(name)
+    looked = []
+    for folder in candidate_dirs(name):
+        problems = quick_problems(folder, spec.checks)
+        if not problems:
+            return folder
+        looked.append(f"{folder} ({problems[0]})")
+    if not download:
+        raise DataNotFoundError(
+            f"data set {name!r} not found; looked in: {'; '.join(looked)}. "
+            f"Run `bloodlib data fetch {name}` or set BLOODLIB_DATA to a folder holding {name}/"
+        )
+    return fetch(name)
+
+
+def kaggle_headers() -> dict[str, str] | None:
+    """HTTP basic-auth headers from the user's Kaggle credentials, or None if there are none."""
+    user, key = os.environ.get("KAGGLE_USERNAME"), os.environ.get("KAGGLE_KEY")
+    config = Path(os.environ.get("KAGGLE_CONFIG_DIR", Path.home() / ".kaggle")) / "kaggle.json"
+    if not (user and key) and config.is_file():
+        creds = json.loads(config.read_text())
+        user, key = creds.get("username"), creds.get("key")
+    if not (user and key):
+        return None
+    token = base64.b64encode(f"{user}:{key}".encode()).decode()
+    return {"Authorization": f"Basic {token}"}
+
+
+def _download_source(source: Source, staging: Path) -> None:
+    """Download one source into ``staging`` (raises on any failure)."""
+    headers = None
+    if source.auth == "kaggle":
+        headers = kaggle_headers()
+        if headers is None:
+            raise DownloadError(
+                "Kaggle credentials not found: set KAGGLE_USERNAME and KAGGLE_KEY, or put kaggle.json in ~/.kaggle"
+            )
+    if not source.mapping:
+        download_file(source.url, staging / source.filename, sha256=source.sha256, headers=headers)
+        return
+    with tempfile.TemporaryDirectory(dir=staging.parent, prefix=".download-") as tmp:
+        archive = download_file(source.url, Path(tmp) / "archive", sha256=source.sha256, headers=headers)
+        extract_archive(archive, staging, mapping=source.mapping)
+
+
+def fetch(name: str, *, target: Path | None = None, force: bool = False) -> Path:
+    """Download data set ``name`` into ``target`` (default: the user cache) and verify it.
+
+    Sources are tried in order; each goes into a fresh staging folder that is renamed
+    onto ``target`` only after every checksum matched.
+
+    Raises:
+        DataNotFoundError: every source failed; the message lists why for each.
+    """
+    spec = get_spec(name)
+    target = target or cache_dir() / "data" / name
+    if not force and not quick_problems(target, spec.checks):
+        return target
+    target.parent.mkdir(parents=True, exist_ok=True)
+    failures = []
+    for source in spec.sources:
+        staging = Path(tempfile.mkdtemp(dir=target.parent, prefix=f".{name}.partial-"))
+        try:
+            _download_source(source, staging)
+            problems = full_problems(staging, spec.checks)
+            if problems:
+                raise DownloadError(f"content differs from the registry: {'; '.join(problems)}")
+            replace_dir(staging, target)
+            return target
+        except (DownloadError, OSError) as err:
+            failures.append(f"{source.url}: {err}")
+            if len(spec.sources) > 1:
+                warnings.warn(f"{name}: source failed, trying the next one: {source.url}: {err}", stacklevel=2)
+        finally:
+            shutil.rmtree(staging, ignore_errors=True)
+    raise DataNotFoundError(
+        f"could not fetch {name!r}:\n  " + "\n  ".join(failures) + "\n" + "\n".join(spec.notes)
+    )
+
+
+@dataclass(frozen=True)
+class VerifyResult:
+    """Outcome of :func:`verify`: where the data set is and what differs from the registry."""
+
+    name: str
+    path: Path | None
+    problems: tuple[str, ...]
+
+    @property
+    def ok(self) -> bool:
+        return self.path is not None and not self.problems
+
+    def as_dict(self) -> dict:
+        spec = get_spec(self.name)
+        return {
+            "name": self.name,
+            "path": str(self.path) if self.path else None,
+            "ok": self.ok,
+            "problems": list(self.problems),
+            "sha256": {check.path: check.sha256 for check in spec.checks},
+        }
+
+
+def verify(name: str) -> VerifyResult:
+    """Hash every file of data set ``name`` where :func:`locate` finds it (no download)."""
+    spec = get_spec(name)
+    try:
+        folder = locate(name, download=False)
+    except DataNotFoundError as err:
+        return VerifyResult(name, None, (str(err),))
+    return VerifyResult(name, folder, tuple(full_problems(folder, spec.checks)))

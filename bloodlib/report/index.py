@@ -1,0 +1,128 @@
+"""``reports/<profile>/index.html``: every report, the paper's numbers beside ours, provenance."""
+
+from __future__ import annotations
+
+import json
+from html import escape
+from pathlib import Path
+
+from bloodlib.fsutil import atomic_write_text
+
+_STYLE = """
+body{font-family:system-ui,sans-serif;max-width:1100px;margin:2em auto;padding:0 1em;color:#222}
+table{border-collapse:collapse;margin:1em 0}th,td{border:1px solid #ccc;padding:4px 8px;text-align:left}
+th{background:#f3f3f3}.ok{color:#176317;font-weight:bold}.failed{color:#b00020;font-weight:bold}
+.thumbs img{height:120px;margin:4px;border:1px solid #ddd}code{background:#f6f6f6;padding:1px 3px}
+td.num{text-align:right;font-variant-numeric:tabular-nums}
+"""
+
+
+def _fmt(value) -> str:
+    if value is None:
+        return "–"
+    if isinstance(value, float):
+        return f"{value:.3f}"
+    return escape(str(value))
+
+
+def _link(href: str, text: str) -> str:
+    return f'<a href="{escape(href)}">{escape(text)}</a>'
+
+
+def _files_cell(out_dir: Path, name: str) -> str:
+    folder = out_dir / name
+    if not folder.is_dir():
+        return "–"
+    parts = []
+    if (folder / "metrics.json").is_file():
+        parts.append(_link(f"{name}/metrics.json", "metrics.json"))
+    if (folder / f"{name}.ipynb").is_file():
+        parts.append(_link(f"{name}/{name}.ipynb", "executed notebook"))
+    tables = sorted((folder / "tables").glob("*.csv"))
+    parts += [_link(f"{name}/tables/{t.name}", t.name) for t in tables]
+    return "<br>".join(parts)
+
+
+def _thumbs(out_dir: Path, name: str) -> str:
+    figures = sorted((out_dir / name / "figures").glob("*.png"))
+    return "".join(
+        f'<a href="{escape(f"{name}/figures/{f.name}")}"><img src="{escape(f"{name}/figures/{f.name}")}" '
+        f'alt="{escape(f.stem)}" title="{escape(f.stem)}"></a>'
+        for f in figures
+    )
+
+
+def _summary_rows(out_dir: Path, name: str) -> list[dict]:
+    path = out_dir / name / "metrics.json"
+    if not path.is_file():
+        return []
+    return json.loads(path.read_text(encoding="utf-8")).get("summary", [])
+
+
+def render_index(out_dir: Path, record: dict) -> str:
+    """The index page for a report folder and its ``runs.json`` record."""
+    prov = record.get("provenance", {})
+    runs = record.get("notebooks", {})
+    rows, summary, details = [], [], []
+    for name in sorted(runs):
+        run = runs[name]
+        html_ok = (out_dir / f"{name}.html").is_file()
+        report = _link(f"{name}.html", f"{name}.html") if html_ok else "–"
+        status = f'<span class="{escape(run["status"])}">{escape(run["status"])}</span>'
+        if run["status"] == "failed":
+            status += f"<br><small>{escape(run.get('error') or '')}</small>"
+            if (out_dir / f"{name}.failed.ipynb").is_file():
+                status += "<br>" + _link(f"{name}.failed.ipynb", "failed notebook")
+            if html_ok:
+                report += "<br><small>(previous good report)</small>"
+        rows.append(
+            f"<tr><td>{escape(name)}</td><td>{status}</td><td>{report}</td>"
+            f'<td class="num">{run["wall_s"]:.1f}</td><td>{escape(run["finished_at"])}</td>'
+            f"<td>{_files_cell(out_dir, name)}</td></tr>"
+        )
+        for row in _summary_rows(out_dir, name):
+            summary.append(
+                f"<tr><td>{escape(name)}</td><td>{escape(row['metric'])}</td>"
+                f'<td class="num">{_fmt(row.get("paper"))}</td><td class="num">{_fmt(row.get("ours"))}</td>'
+                f"<td>{escape(str(row.get('note', '')))}</td></tr>"
+            )
+        data = "".join(
+            f"<li><code>{escape(d['name'])}</code>: {'verified' if d['ok'] else 'NOT verified: ' + escape('; '.join(d['problems']))}"
+            f" – {escape(d['path'] or '')}<br><small>"
+            + "; ".join(f"{escape(k)} <code>{escape(v)}</code>" for k, v in d["sha256"].items())
+            + "</small></li>"
+            for d in run.get("data", [])
+        )
+        params = escape(json.dumps(run.get("parameters", {}), indent=1))
+        details.append(
+            f"<details><summary>{escape(name)}: parameters and data</summary><pre>{params}</pre>"
+            f"<ul>{data or '<li>no registered data sets</li>'}</ul></details>"
+        )
+        thumbs = _thumbs(out_dir, name)
+        if thumbs:
+            details.append(f'<div class="thumbs"><b>{escape(name)} figures</b><br>{thumbs}</div>')
+    versions = ", ".join(f"{escape(k)} {escape(v)}" for k, v in prov.get("packages", {}).items())
+    machine = prov.get("machine", {})
+    return f"""<!DOCTYPE html>
+<html lang="en"><head><meta charset="utf-8"><title>bloodlib reports – {escape(str(prov.get('profile', '')))}</title>
+<style>{_STYLE}</style></head><body>
+<h1>bloodlib reports – profile <code>{escape(str(prov.get('profile', '')))}</code></h1>
+<p>Automated blood-smear analysis, rebuilt from Shojaee &amp; Omidvar. Research tool, not a diagnostic device.</p>
+<h2>Reports</h2>
+<table><tr><th>notebook</th><th>status</th><th>report</th><th>wall time (s)</th><th>finished (UTC)</th><th>files</th></tr>
+{''.join(rows)}</table>
+<h2>The paper's numbers beside ours</h2>
+<table><tr><th>notebook</th><th>metric</th><th>paper</th><th>ours</th><th>note (split, protocol)</th></tr>
+{''.join(summary) or '<tr><td colspan="5">no metrics yet</td></tr>'}</table>
+<h2>Provenance</h2>
+<ul><li>git commit: <code>{escape(str(prov.get('git_commit', 'unknown')))}</code></li>
+<li>machine: {escape(str(machine.get('platform', '')))}, {escape(str(machine.get('cpus', '')))} CPUs</li>
+<li>packages: {versions}</li></ul>
+{''.join(details)}
+</body></html>
+"""
+
+
+def write_index(out_dir: Path, record: dict, root: Path | None = None) -> Path:
+    """Write ``index.html`` into ``out_dir`` atomically."""
+    return atomic_write_text(out_dir / "index.html", render_index(out_dir, record))

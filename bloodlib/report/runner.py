@@ -1,0 +1,195 @@
+"""Execute notebooks with papermill and render them to HTML reports.
+
+For each notebook ``notebooks/<name>.ipynb`` and a profile, :func:`run_notebook`
+
+1. loads ``params/<profile>/<name>.yaml`` through the notebook's schema;
+2. executes the notebook with papermill (kernel pinned, cwd = project root, cell
+   timeout from the profile) into a private staging folder, the notebook writing
+   its figures, tables and ``metrics.json`` there through
+   :class:`~bloodlib.report.ReportWriter`;
+3. on success renders HTML with nbconvert and moves everything into
+   ``reports/<profile>/``: ``<name>.html`` and ``<name>/`` (figures, tables,
+   metrics, the executed notebook); on failure keeps the executed notebook as
+   ``<name>.failed.ipynb`` and leaves the previous good report untouched.
+
+:func:`run_reports` runs several notebooks (optionally in parallel), records
+provenance in ``runs.json`` and writes ``index.html``.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import tempfile
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import asdict, dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+
+from bloodlib import params as params_mod
+from bloodlib.fsutil import atomic_write_text, replace_dir
+from bloodlib.paths import project_root, reports_dir
+from bloodlib.report import provenance
+from bloodlib.report.artifacts import dumps_json
+
+KERNEL_NAME = "bloodlib"
+
+
+@dataclass
+class NotebookRun:
+    """The outcome of executing one notebook."""
+
+    name: str
+    profile: str
+    status: str  # "ok" or "failed"
+    wall_s: float
+    finished_at: str
+    parameters: dict = field(default_factory=dict)
+    data: list = field(default_factory=list)
+    error: str | None = None
+
+
+def discover_notebooks(root: Path) -> list[str]:
+    """Names of ``notebooks/*.ipynb`` in order."""
+    return sorted(p.stem for p in (root / "notebooks").glob("*.ipynb"))
+
+
+def select_notebooks(root: Path, only: list[str] | None) -> list[str]:
+    """The notebooks to run; ``only`` entries may omit the ``NN_`` prefix (``covid_diagnosis``)."""
+    available = discover_notebooks(root)
+    if not only:
+        return available
+    chosen = []
+    for wanted in only:
+        matches = [n for n in available if n == wanted or n.split("_", 1)[-1] == wanted]
+        if not matches:
+            raise ValueError(f"no notebook named {wanted!r}; available: {', '.join(available)}")
+        chosen += [m for m in matches if m not in chosen]
+    return chosen
+
+
+def _check_kernel(kernel_name: str) -> None:
+    from jupyter_client.kernelspec import KernelSpecManager, NoSuchKernel
+
+    try:
+        KernelSpecManager().get_kernel_spec(kernel_name)
+    except NoSuchKernel:
+        raise RuntimeError(
+            f"Jupyter kernel {kernel_name!r} is not installed; run `make reports` (or "
+            f"`python -m ipykernel install --sys-prefix --name {kernel_name}`) first"
+        ) from None
+
+
+def _render_html(executed: Path, html: Path) -> None:
+    import nbformat
+    from nbconvert import HTMLExporter
+
+    notebook = nbformat.read(executed, as_version=4)
+    body, _ = HTMLExporter().from_notebook_node(notebook)
+    atomic_write_text(html, body)
+
+
+def run_notebook(
+    name: str,
+    *,
+    profile: str = params_mod.DEFAULT_PROFILE,
+    root: Path | None = None,
+    kernel_name: str = KERNEL_NAME,
+) -> NotebookRun:
+    """Execute and render one notebook; see the module docstring for the files it writes."""
+    import papermill
+    from papermill.exceptions import PapermillExecutionError
+
+    root = root or project_root()
+    out_dir = reports_dir(profile, root)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    settings = params_mod.load_profile_settings(profile, root)
+    values = params_mod.as_dict(params_mod.load_params(name, profile, root))
+    started = time.perf_counter()
+    staging = Path(tempfile.mkdtemp(dir=out_dir, prefix=f".{name}.staging-"))
+    artifacts = staging / name
+    executed = staging / f"{name}.ipynb"
+    error = None
+    try:
+        try:
+            papermill.execute_notebook(
+                str(root / "notebooks" / f"{name}.ipynb"),
+                str(executed),
+                parameters={**values, "profile": profile, "report_dir": str(artifacts)},
+                kernel_name=kernel_name,
+                language="python",
+                cwd=str(root),
+                execution_timeout=settings.timeout_s,
+                progress_bar=False,
+            )
+        except PapermillExecutionError as err:
+            error = f"cell {err.exec_count}: {err.ename}: {err.evalue}"
+        except Exception as err:  # kernel died, timeout, unreadable notebook ...
+            error = f"{type(err).__name__}: {err}"
+        if error is None:
+            _render_html(executed, staging / f"{name}.html")
+            artifacts.mkdir(exist_ok=True)
+            executed.replace(artifacts / f"{name}.ipynb")
+            replace_dir(artifacts, out_dir / name)
+            (staging / f"{name}.html").replace(out_dir / f"{name}.html")
+            (out_dir / f"{name}.failed.ipynb").unlink(missing_ok=True)
+        elif executed.exists():
+            executed.replace(out_dir / f"{name}.failed.ipynb")
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    return NotebookRun(
+        name=name,
+        profile=profile,
+        status="ok" if error is None else "failed",
+        wall_s=round(time.perf_counter() - started, 1),
+        finished_at=datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        parameters=values,
+        data=provenance.data_checksums(params_mod.DATASETS.get(name, ())),
+        error=error,
+    )
+
+
+def run_reports(
+    profile: str = params_mod.DEFAULT_PROFILE,
+    *,
+    only: list[str] | None = None,
+    jobs: int = 1,
+    root: Path | None = None,
+    kernel_name: str = KERNEL_NAME,
+) -> list[NotebookRun]:
+    """Run the selected notebooks, then update ``runs.json`` and ``index.html``.
+
+    Returns the runs in notebook order; callers exit non-zero if any failed.
+    """
+    from bloodlib.report.index import write_index
+
+    root = root or project_root()
+    params_mod.check_profile(profile)
+    if jobs < 1:
+        raise ValueError(f"jobs must be >= 1, got {jobs}")
+    names = select_notebooks(root, only)
+    _check_kernel(kernel_name)
+    out_dir = reports_dir(profile, root)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    with ThreadPoolExecutor(max_workers=jobs) as pool:
+        runs = list(pool.map(lambda n: run_notebook(n, profile=profile, root=root, kernel_name=kernel_name), names))
+    record = load_runs(out_dir)
+    record["provenance"] = {
+        "git_commit": provenance.git_commit(root),
+        "packages": provenance.package_versions(),
+        "machine": provenance.machine(),
+        "profile": profile,
+    }
+    record["notebooks"].update({run.name: asdict(run) for run in runs})
+    atomic_write_text(out_dir / "runs.json", dumps_json(record))
+    write_index(out_dir, record, root)
+    return runs
+
+
+def load_runs(out_dir: Path) -> dict:
+    """The ``runs.json`` of a report folder (empty record if none yet)."""
+    path = out_dir / "runs.json"
+    if path.is_file():
+        return json.loads(path.read_text(encoding="utf-8"))
+    return {"provenance": {}, "notebooks": {}}

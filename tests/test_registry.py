@@ -1,0 +1,152 @@
+"""Data registry: resolution order, verification against checksums, atomic fetch with fallbacks."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import shutil
+from pathlib import Path
+
+import pytest
+from http_helpers import TruncatingHandler, make_tar, serve_directory, serve_handler
+
+from bloodlib.data import registry as R
+from bloodlib.data.checks import Check, tree_digest
+
+
+def shared_data() -> Path:
+    value = os.environ.get("BLOODLIB_DATA")
+    if not value or not Path(value).is_dir():
+        pytest.fail("BLOODLIB_DATA must name the local data folder (e.g. ../shared/data); CI sets it")
+    return Path(value)
+
+
+@pytest.fixture
+def shared() -> Path:
+    return shared_data()
+
+
+@pytest.fixture
+def isolated(shared, tmp_path, monkeypatch):
+    """An empty cache and no local data folder (``shared`` is read before it is unset)."""
+    monkeypatch.setenv("BLOODLIB_CACHE", str(tmp_path / "cache"))
+    monkeypatch.delenv("BLOODLIB_DATA", raising=False)
+    return tmp_path
+
+
+@pytest.mark.parametrize("name", list(R.DATASETS))
+def test_shared_copy_matches_registry_checksums(name):
+    """The registry's checksums describe the real data (every file hashed)."""
+    shared_data()
+    result = R.verify(name)
+    assert result.ok, result.problems
+    assert result.path == shared_data() / name
+
+
+def test_locate_prefers_bloodlib_data_then_cache(isolated, shared, monkeypatch):
+    local = isolated / "local"
+    (local / "covid-osr").mkdir(parents=True)
+    shutil.copy(shared / "covid-osr" / "covid_study_v2.xlsx", local / "covid-osr")
+    cached = isolated / "cache" / "data" / "covid-osr"
+    cached.mkdir(parents=True)
+    shutil.copy(shared / "covid-osr" / "covid_study_v2.xlsx", cached)
+    monkeypatch.setenv("BLOODLIB_DATA", str(local))
+    assert R.locate("covid-osr", download=False) == local / "covid-osr"
+    monkeypatch.setenv("BLOODLIB_DATA", str(isolated / "empty"))
+    assert R.locate("covid-osr", download=False) == cached
+
+
+def test_missing_data_is_a_clear_error(isolated):
+    with pytest.raises(R.DataNotFoundError, match="bloodlib data fetch covid-osr"):
+        R.locate("covid-osr", download=False)
+    with pytest.raises(KeyError, match="unknown data set 'nope'"):
+        R.get_spec("nope")
+
+
+def test_verify_detects_a_changed_byte(isolated, shared, monkeypatch):
+    local = isolated / "local" / "covid-osr"
+    local.mkdir(parents=True)
+    data = bytearray((shared / "covid-osr" / "covid_study_v2.xlsx").read_bytes())
+    data[100] ^= 0xFF
+    (local / "covid_study_v2.xlsx").write_bytes(bytes(data))
+    monkeypatch.setenv("BLOODLIB_DATA", str(isolated / "local"))
+    result = R.verify("covid-osr")
+    assert not result.ok and "covid_study_v2.xlsx: sha256" in result.problems[0]
+
+
+# ---------------------------------------------------------------- fetch against a loopback server
+
+FILES = {"Repo-abc/data/a.txt": b"alpha\n", "Repo-abc/data/sub/b.txt": b"beta\n", "Repo-abc/README": b"r\n"}
+
+
+def fake_spec(tmp_path: Path, *sources: R.Source) -> R.DatasetSpec:
+    reference = tmp_path / "reference"
+    for name, data in FILES.items():
+        if name.startswith("Repo-abc/data/"):
+            path = reference / name.removeprefix("Repo-abc/data/")
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_bytes(data)
+    digest, count = tree_digest(reference)
+    return R.DatasetSpec(
+        name="fake", title="fake", homepage="", license="", sources=sources,
+        checks=(Check(".", digest, count),), notes=("see the fake notes",),
+    )
+
+
+def leftovers(folder: Path) -> list[str]:
+    return sorted(p.name for p in folder.iterdir() if p.name != "fake") if folder.exists() else []
+
+
+def test_fetch_good_archive_then_reuse(isolated, monkeypatch):
+    served = isolated / "srv"
+    served.mkdir()
+    make_tar(served / "repo.tar.gz", FILES)
+    with serve_directory(served) as base:
+        spec = fake_spec(isolated, R.Source(url=f"{base}/repo.tar.gz", mapping=(("Repo-abc/data/", ""),)))
+        monkeypatch.setitem(R.DATASETS, "fake", spec)
+        folder = R.fetch("fake")
+    assert folder == isolated / "cache" / "data" / "fake"
+    assert (folder / "sub" / "b.txt").read_bytes() == b"beta\n" and not (folder / "README").exists()
+    assert leftovers(folder.parent) == []
+    assert R.locate("fake", download=False) == folder  # the server is gone: no download needed
+    assert R.verify("fake").ok
+
+
+def test_fetch_falls_back_and_refuses_wrong_content(isolated, monkeypatch):
+    served = isolated / "srv"
+    served.mkdir()
+    make_tar(served / "wrong.tar.gz", {**FILES, "Repo-abc/data/a.txt": b"tampered\n"})
+    make_tar(served / "good.tar.gz", FILES)
+    archive_sha = hashlib.sha256((served / "good.tar.gz").read_bytes()).hexdigest()
+    with serve_directory(served) as base:
+        mapping = (("Repo-abc/data/", ""),)
+        wrong = R.Source(url=f"{base}/wrong.tar.gz", mapping=mapping)
+        bad_sha = R.Source(url=f"{base}/good.tar.gz", mapping=mapping, sha256="0" * 64)
+        good = R.Source(url=f"{base}/good.tar.gz", mapping=mapping, sha256=archive_sha)
+        monkeypatch.setitem(R.DATASETS, "fake", fake_spec(isolated, wrong, bad_sha))
+        with pytest.raises(R.DataNotFoundError) as err, pytest.warns(UserWarning, match="trying the next"):
+            R.fetch("fake")
+        assert "content differs" in str(err.value) and "sha256" in str(err.value)
+        assert "see the fake notes" in str(err.value)
+        assert leftovers(isolated / "cache" / "data") == [] and not (isolated / "cache" / "data" / "fake").exists()
+        monkeypatch.setitem(R.DATASETS, "fake", fake_spec(isolated, wrong, good))
+        with pytest.warns(UserWarning):
+            assert R.fetch("fake").is_dir()
+
+
+def test_fetch_interrupted_download_leaves_nothing(isolated, monkeypatch):
+    with serve_handler(TruncatingHandler) as base:
+        monkeypatch.setitem(R.DATASETS, "fake", fake_spec(isolated, R.Source(url=f"{base}/x.tar.gz", mapping=(("", ""),))))
+        with pytest.raises(R.DataNotFoundError, match="300 of 1000"):
+            R.fetch("fake")
+    assert leftovers(isolated / "cache" / "data") == []
+    assert not (isolated / "cache" / "data" / "fake").exists()
+
+
+def test_kaggle_credentials(monkeypatch, tmp_path):
+    monkeypatch.setenv("KAGGLE_CONFIG_DIR", str(tmp_path))
+    monkeypatch.delenv("KAGGLE_USERNAME", raising=False)
+    monkeypatch.delenv("KAGGLE_KEY", raising=False)
+    assert R.kaggle_headers() is None
+    (tmp_path / "kaggle.json").write_text('{"username": "ann", "key": "k"}')
+    assert R.kaggle_headers() == {"Authorization": "Basic YW5uOms="}

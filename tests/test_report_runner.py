@@ -1,0 +1,129 @@
+"""Report runner: success, a failing notebook, and every link/image of the rendered pages."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import shutil
+from pathlib import Path
+
+import nbformat
+import pytest
+
+from bloodlib import cli
+from bloodlib import params as P
+from bloodlib.report.links import broken_links
+from bloodlib.report.runner import run_reports
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@dataclasses.dataclass(frozen=True)
+class DemoParams:
+    size: int
+    fail: bool
+
+
+BODY = """\
+import matplotlib
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt
+import pandas as pd
+from bloodlib.report import ReportWriter
+report = ReportWriter("90_demo", report_dir)
+if fail:
+    raise RuntimeError("demo failure requested")
+fig, ax = plt.subplots()
+ax.plot(range(size))
+report.figure(fig, "line")
+report.table(pd.DataFrame({"x": range(size)}), "xs")
+report.metrics({"n": size}, summary=[{"metric": "n", "paper": None, "ours": size, "note": "demo"}])
+"""
+
+
+def make_project(root: Path, *, fail: bool = False) -> Path:
+    (root / "notebooks").mkdir(parents=True, exist_ok=True)
+    nb = nbformat.v4.new_notebook()
+    params = nbformat.v4.new_code_cell('profile = "cpu"\nreport_dir = ""\nsize = 3\nfail = False')
+    params.metadata["tags"] = ["parameters"]
+    nb.cells = [nbformat.v4.new_markdown_cell("# Demo report\n\nSee [the section](#Section)."),
+                params, nbformat.v4.new_code_cell(BODY), nbformat.v4.new_markdown_cell("## Section")]
+    nbformat.write(nb, root / "notebooks" / "90_demo.ipynb")
+    for profile in P.PROFILES:
+        shutil.copytree(ROOT / "params" / profile, root / "params" / profile, dirs_exist_ok=True,
+                        ignore=shutil.ignore_patterns("0*.yaml"))
+        (root / "params" / profile / "90_demo.yaml").write_text(f"size: 4\nfail: {str(fail).lower()}\n")
+    return root
+
+
+@pytest.fixture
+def demo(tmp_path, monkeypatch):
+    monkeypatch.setitem(P.SCHEMAS, "90_demo", "test_report_runner:DemoParams")
+    monkeypatch.setenv("BLOODLIB_ROOT", str(tmp_path))
+    return make_project(tmp_path)
+
+
+def all_broken(out: Path) -> list[str]:
+    return [f"{page.name}: {problem}" for page in sorted(out.glob("*.html")) for problem in broken_links(page)]
+
+
+def test_success_writes_report_files_and_index(demo):
+    (run,) = run_reports("quick", root=demo)
+    assert run.status == "ok", run.error
+    out = demo / "reports" / "quick"
+    assert (out / "90_demo.html").is_file() and (out / "index.html").is_file()
+    assert (out / "90_demo" / "figures" / "line.png").read_bytes()[:4] == b"\x89PNG"
+    assert (out / "90_demo" / "tables" / "xs.csv").read_text().splitlines() == ["x", "0", "1", "2", "3"]
+    metrics = json.loads((out / "90_demo" / "metrics.json").read_text())
+    assert metrics["metrics"] == {"n": 4} and metrics["summary"][0]["ours"] == 4
+    runs = json.loads((out / "runs.json").read_text())
+    assert runs["notebooks"]["90_demo"]["parameters"] == {"size": 4, "fail": False}
+    assert runs["provenance"]["profile"] == "quick" and runs["provenance"]["packages"]["bloodlib"]
+    index = (out / "index.html").read_text()
+    assert 'href="90_demo.html"' in index and 'src="90_demo/figures/line.png"' in index
+    assert not [p for p in out.iterdir() if "staging" in p.name]
+    assert all_broken(out) == []
+
+
+def test_failing_notebook_keeps_previous_report(demo, capsys):
+    assert run_reports("quick", root=demo)[0].status == "ok"
+    out = demo / "reports" / "quick"
+    good_html = (out / "90_demo.html").read_bytes()
+    good_png = (out / "90_demo" / "figures" / "line.png").read_bytes()
+    make_project(demo, fail=True)
+    assert cli.main(["report", "--profile", "quick", "--only", "demo"]) == 1
+    assert "demo failure requested" in capsys.readouterr().out
+    assert (out / "90_demo.html").read_bytes() == good_html
+    assert (out / "90_demo" / "figures" / "line.png").read_bytes() == good_png
+    failed = nbformat.read(out / "90_demo.failed.ipynb", as_version=4)
+    errors = [o for c in failed.cells if c.cell_type == "code" for o in c.outputs if o.output_type == "error"]
+    assert errors and errors[0].evalue == "demo failure requested"
+    index = (out / "index.html").read_text()
+    assert 'class="failed"' in index and 'href="90_demo.failed.ipynb"' in index and "previous good report" in index
+    assert all_broken(out) == []
+    make_project(demo, fail=False)
+    assert cli.main(["report", "--profile", "quick", "--only", "90_demo"]) == 0
+    assert not (out / "90_demo.failed.ipynb").exists()
+
+
+def test_bad_requests_are_clear_errors(demo, capsys):
+    assert cli.main(["report", "--profile", "quick", "--only", "nope"]) == 2
+    assert "no notebook named 'nope'" in capsys.readouterr().err
+    with pytest.raises(ValueError, match="jobs must be >= 1"):
+        run_reports("quick", root=demo, jobs=0)
+    with pytest.raises(RuntimeError, match="kernel 'no-such-kernel' is not installed"):
+        run_reports("quick", root=demo, kernel_name="no-such-kernel")
+
+
+def test_link_checker_finds_broken_targets(tmp_path):
+    (tmp_path / "a.png").write_bytes(b"x")
+    page = tmp_path / "p.html"
+    page.write_text(
+        '<h1 id="top">t</h1><img src="a.png"><img src="missing.png"><a href="#top">ok</a>'
+        '<a href="#nowhere">bad</a><a href="https://example.org">web</a><img src="data:image/png;base64,">'
+    )
+    assert broken_links(page) == [
+        "<img> missing.png: file not found",
+        "<a> #nowhere: no element with that id",
+        "<img> empty data URI",
+    ]
