@@ -1,0 +1,118 @@
+"""Parameter schemas and profiles: errors name the file and the key; notebooks agree with params/cpu."""
+
+from __future__ import annotations
+
+import ast
+import dataclasses
+from pathlib import Path
+
+import nbformat
+import pytest
+
+from bloodlib import params as P
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@dataclasses.dataclass(frozen=True)
+class Demo:
+    seed: int
+    rate: float
+    name: str
+    flags: list[str]
+    enabled: bool
+
+
+GOOD = "seed: 3\nrate: 1\nname: x\nflags: [a, b]\nenabled: true\n"
+
+
+def write(tmp_path: Path, text: str) -> Path:
+    path = tmp_path / "demo.yaml"
+    path.write_text(text)
+    return path
+
+
+def load(path: Path) -> Demo:
+    return P.build(Demo, P.read_yaml_mapping(path), str(path))
+
+
+def test_good_file_loads_with_int_as_float(tmp_path):
+    params = load(write(tmp_path, GOOD))
+    assert params == Demo(seed=3, rate=1, name="x", flags=["a", "b"], enabled=True)
+
+
+@pytest.mark.parametrize(
+    "text,key,words",
+    [
+        (GOOD + "extra: 1\n", "extra", "unknown key"),
+        (GOOD.replace("seed: 3\n", ""), "seed", "missing key"),
+        (GOOD.replace("seed: 3", "seed: three"), "seed", "should be int"),
+        (GOOD.replace("seed: 3", "seed: true"), "seed", "should be int"),
+        (GOOD.replace("rate: 1", "rate: fast"), "rate", "should be float"),
+        (GOOD.replace("flags: [a, b]", "flags: [a, 2]"), "flags", "should be list"),
+        (GOOD.replace("enabled: true", "enabled: 1"), "enabled", "should be bool"),
+    ],
+)
+def test_errors_name_file_and_key(tmp_path, text, key, words):
+    path = write(tmp_path, text)
+    with pytest.raises(P.ParamsError) as err:
+        load(path)
+    assert str(path) in str(err.value) and key in str(err.value) and words in str(err.value)
+
+
+def test_missing_file_and_bad_yaml_are_errors(tmp_path):
+    with pytest.raises(P.ParamsError, match="not found: .*nope.yaml"):
+        P.read_yaml_mapping(tmp_path / "nope.yaml")
+    with pytest.raises(P.ParamsError, match="not valid YAML"):
+        P.read_yaml_mapping(write(tmp_path, "a: [1, 2\n"))
+    with pytest.raises(P.ParamsError, match="expected a mapping"):
+        P.read_yaml_mapping(write(tmp_path, "- 1\n- 2\n"))
+
+
+def test_unknown_profile_and_notebook():
+    with pytest.raises(P.ParamsError, match="unknown profile 'gpu'"):
+        P.load_params("03_covid_diagnosis", "gpu", ROOT)
+    with pytest.raises(P.ParamsError, match="no parameter schema for notebook '99_x'"):
+        P.load_params("99_x", "cpu", ROOT)
+
+
+def notebook_names() -> list[str]:
+    return sorted(p.stem for p in (ROOT / "notebooks").glob("*.ipynb"))
+
+
+def parameters_cell_values(path: Path) -> dict:
+    notebook = nbformat.read(path, as_version=4)
+    cells = [c for c in notebook.cells if "parameters" in c.get("metadata", {}).get("tags", [])]
+    assert len(cells) == 1, f"{path.name}: expected exactly one cell tagged 'parameters'"
+    values = {}
+    for node in ast.parse(cells[0].source).body:
+        assert isinstance(node, ast.Assign), f"{path.name}: parameters cell holds only NAME = literal lines"
+        values[node.targets[0].id] = ast.literal_eval(node.value)
+    return values
+
+
+def test_every_notebook_has_a_schema_and_three_valid_profiles():
+    assert notebook_names(), "no notebooks found"
+    for name in notebook_names():
+        for profile in P.PROFILES:
+            P.load_params(name, profile, ROOT)
+        for profile in P.PROFILES:
+            P.load_profile_settings(profile, ROOT)
+
+
+@pytest.mark.parametrize("name", notebook_names())
+def test_notebook_defaults_equal_cpu_profile(name):
+    cell = parameters_cell_values(ROOT / "notebooks" / f"{name}.ipynb")
+    cpu = P.as_dict(P.load_params(name, "cpu", ROOT))
+    runner = {key: cell.pop(key) for key in P.RUNNER_PARAMETERS if key in cell}
+    assert runner == {"profile": "cpu", "report_dir": ""}
+    assert cell == cpu
+
+
+@pytest.mark.parametrize("name", notebook_names())
+def test_notebooks_are_committed_without_outputs(name):
+    notebook = nbformat.read(ROOT / "notebooks" / f"{name}.ipynb", as_version=4)
+    for cell in notebook.cells:
+        if cell.cell_type == "code":
+            assert not cell.outputs and cell.execution_count is None
+            assert "def " not in cell.source, "notebooks are thin: functions belong in bloodlib"
