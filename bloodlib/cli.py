@@ -4,6 +4,7 @@
     bloodlib data fetch NAME... | --all     download into the user cache and verify
     bloodlib data verify NAME... | --all    hash every file against the registry
     bloodlib report [--profile cpu] [--only NAME ...] [--jobs N]
+    bloodlib train TASK [--profile cpu]      train a task's models into the model cache
 """
 
 from __future__ import annotations
@@ -12,6 +13,10 @@ import argparse
 import sys
 
 from bloodlib.params import DEFAULT_PROFILE, PROFILES
+
+# task -> "module:function(profile: str, root: Path) -> int" training that task's models into
+# the model cache outside the notebook (imported lazily: torch is heavy).
+TRAINERS: dict[str, str] = {}
 
 
 def _data_names(args: argparse.Namespace) -> list[str]:
@@ -84,6 +89,20 @@ def cmd_report(args: argparse.Namespace) -> int:
     return 0 if all(run.status == "ok" for run in runs) else 1
 
 
+def cmd_train(args: argparse.Namespace) -> int:
+    import importlib
+
+    from bloodlib.paths import project_root
+
+    if args.task not in TRAINERS:
+        known = ", ".join(TRAINERS) or "none yet"
+        print(f"bloodlib train: unknown task {args.task!r}; known: {known}", file=sys.stderr)
+        return 2
+    module_name, function_name = TRAINERS[args.task].split(":")
+    train = getattr(importlib.import_module(module_name), function_name)
+    return train(args.profile, project_root())
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="bloodlib", description="Reproducible blood-smear analysis reports.")
     commands = parser.add_subparsers(dest="command", required=True)
@@ -105,6 +124,11 @@ def build_parser() -> argparse.ArgumentParser:
     report.add_argument("--only", nargs="+", metavar="NAME", help="notebook names (e.g. 03_covid_diagnosis)")
     report.add_argument("--jobs", type=int, default=1, help="notebooks executed in parallel")
     report.set_defaults(func=cmd_report)
+
+    train = commands.add_parser("train", help="train a task's models into the model cache")
+    train.add_argument("task", help=f"one of: {', '.join(TRAINERS) or 'none yet'}")
+    train.add_argument("--profile", choices=PROFILES, default=DEFAULT_PROFILE)
+    train.set_defaults(func=cmd_train)
     return parser
 
 

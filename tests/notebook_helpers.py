@@ -1,0 +1,42 @@
+"""Run a project notebook through the report runner in a throw-away project root."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from pathlib import Path
+
+import pytest
+
+from bloodlib.report.links import broken_links
+from bloodlib.report.runner import run_reports
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def require_data() -> Path:
+    """The local data folder; a test that needs data fails (never skips) without it."""
+    value = os.environ.get("BLOODLIB_DATA")
+    if not value or not Path(value).is_dir():
+        pytest.fail("BLOODLIB_DATA must name the local data folder (e.g. ../shared/data); CI sets it")
+    return Path(value)
+
+
+def render_quick(name: str, tmp_path: Path) -> tuple[Path, dict]:
+    """Render ``notebooks/<name>.ipynb`` with the quick profile into ``tmp_path``.
+
+    Returns the report folder and the notebook's ``metrics.json``; fails the test on a
+    failed run or any broken link or image in the rendered pages.
+    """
+    require_data()
+    root = tmp_path / "project"
+    (root / "notebooks").mkdir(parents=True)
+    shutil.copy(ROOT / "notebooks" / f"{name}.ipynb", root / "notebooks")
+    shutil.copytree(ROOT / "params", root / "params")
+    (run,) = run_reports("quick", only=[name], root=root)
+    out = root / "reports" / "quick"
+    assert run.status == "ok", f"{name} failed: {run.error} (see {out / (name + '.failed.ipynb')})"
+    for page in (out / f"{name}.html", out / "index.html"):
+        assert broken_links(page) == [], page.name
+    return out, json.loads((out / name / "metrics.json").read_text())
