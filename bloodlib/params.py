@@ -147,6 +147,17 @@ def load_params(notebook: str, profile: str = DEFAULT_PROFILE, root: Path | None
     return build(schema_for(notebook), read_yaml_mapping(path), str(path))
 
 
+def params_from_namespace(notebook: str, namespace: dict[str, Any]) -> Any:
+    """Build a notebook's schema from its parameter variables (e.g. ``globals()`` in the notebook).
+
+    Only the schema's fields are taken; a missing or mistyped one is an error naming it.
+    """
+    schema = schema_for(notebook)
+    names = {f.name for f in dataclasses.fields(schema)}
+    values = {name: namespace[name] for name in names if name in namespace}
+    return build(schema, values, f"parameters of notebook {notebook}")
+
+
 def load_profile_settings(profile: str = DEFAULT_PROFILE, root: Path | None = None) -> ProfileSettings:
     """Load ``params/<profile>/profile.yaml``."""
     from bloodlib.paths import project_root

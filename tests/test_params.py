@@ -116,3 +116,12 @@ def test_notebooks_are_committed_without_outputs(name):
         if cell.cell_type == "code":
             assert not cell.outputs and cell.execution_count is None
             assert "def " not in cell.source, "notebooks are thin: functions belong in bloodlib"
+
+
+def test_params_from_namespace_takes_schema_fields_only(monkeypatch):
+    monkeypatch.setitem(P.SCHEMAS, "90_demo", "test_params:Demo")
+    namespace = {"seed": 1, "rate": 0.5, "name": "n", "flags": [], "enabled": False, "profile": "cpu", "x": 1}
+    assert P.params_from_namespace("90_demo", namespace) == Demo(1, 0.5, "n", [], False)
+    del namespace["seed"]
+    with pytest.raises(P.ParamsError, match="notebook 90_demo: missing key.* seed"):
+        P.params_from_namespace("90_demo", namespace)

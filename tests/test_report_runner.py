@@ -119,7 +119,7 @@ def test_link_checker_finds_broken_targets(tmp_path):
     (tmp_path / "a.png").write_bytes(b"x")
     page = tmp_path / "p.html"
     page.write_text(
-        '<h1 id="top">t</h1><img src="a.png"><img src="missing.png"><a href="#top">ok</a>'
+        '<h1 id="top">t</h1><h2 id="A-%E2%80%94-b">s</h2><a href="#A-%E2%80%94-b">raw</a><img src="a.png"><img src="missing.png"><a href="#top">ok</a>'
         '<a href="#nowhere">bad</a><a href="https://example.org">web</a><img src="data:image/png;base64,">'
     )
     assert broken_links(page) == [

@@ -46,7 +46,8 @@ def broken_links(html_path: Path) -> list[str]:
             broken.append(f"<{tag}> {target}: unsupported scheme")
             continue
         if not parts.path:
-            if parts.fragment and unquote(parts.fragment) not in collector.ids:
+            # browsers try the fragment as written, then percent-decoded (HTML spec)
+            if parts.fragment and not {parts.fragment, unquote(parts.fragment)} & collector.ids:
                 broken.append(f"<{tag}> {target}: no element with that id")
             continue
         if not (html_path.parent / unquote(parts.path)).is_file():
