@@ -40,7 +40,7 @@ def test_shared_copy_matches_registry_checksums(name):
     shared_data()
     result = R.verify(name)
     assert result.ok, result.problems
-    assert result.path == shared_data() / name
+    assert result.path == shared_data().resolve() / name
 
 
 def test_locate_prefers_bloodlib_data_then_cache(isolated, shared, monkeypatch):
