@@ -16,7 +16,9 @@ from bloodlib.params import DEFAULT_PROFILE, PROFILES
 
 # task -> "module:function(profile: str, root: Path) -> int" training that task's models into
 # the model cache outside the notebook (imported lazily: torch is heavy).
-TRAINERS: dict[str, str] = {}
+TRAINERS: dict[str, str] = {
+    "detection": "bloodlib.detection.train:train_cli",
+}
 
 
 def _data_names(args: argparse.Namespace) -> list[str]:

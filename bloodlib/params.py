@@ -29,6 +29,7 @@ DEFAULT_PROFILE = "cpu"
 # notebook name -> "module:ClassName" of its parameter schema (imported lazily so
 # that loading the COVID parameters does not import torch).
 SCHEMAS: dict[str, str] = {
+    "01_detection": "bloodlib.detection.params:DetectionParams",
     "03_covid_diagnosis": "bloodlib.diagnosis.params:CovidDiagnosisParams",
 }
 
@@ -172,5 +173,6 @@ def as_dict(params: Any) -> dict[str, Any]:
 
 # notebook name -> the registered data sets it reads (checksums go into the report's provenance).
 DATASETS: dict[str, tuple[str, ...]] = {
+    "01_detection": ("BCCD",),
     "03_covid_diagnosis": ("covid-osr", "covid-einstein"),
 }

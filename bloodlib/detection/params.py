@@ -1,0 +1,74 @@
+"""Parameters of ``notebooks/01_detection.ipynb`` (one frozen dataclass, flat literal fields)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class DetectionParams:
+    """Every knob of Task 1; ``params/<profile>/01_detection.yaml`` states each one.
+
+    Data: ``split`` is ``"official"`` (BCCD's train/val/test lists) or ``"random75"`` (the
+    paper's seeded 75/25 split, 15 % of the training part held out for validation);
+    ``*_images`` cap a part's size (0 = all; the quick profile uses a few).
+    Models: channel ``*_width`` multipliers (1.0 = the real VGG16/AlexNet), BatchNorm,
+    ImageNet weights (``pretrained``, needs width 1.0 and no BatchNorm), seven anchor
+    ``anchor_scales`` and the extra ``anchor_aspect_ratios``, and the IoU ``match_iou`` at which a
+    default box becomes a positive (see ``bloodlib.detection.model``).
+    Training: see ``bloodlib.detection.engine.TrainConfig``; ``momentum`` is Adam's beta1.
+    Augmentation: probabilities of each step of ``bloodlib.detection.transforms``.
+    Evaluation: ``score_threshold`` for the precision/recall columns of Table 2;
+    ``bootstrap_samples`` resamples of the test images for the 95 % CIs; ``timing_images``
+    images timed per model. HSV baseline: ``bloodlib.detection.baseline.HSVThresholds``.
+    """
+
+    split: str
+    split_seed: int
+    train_images: int
+    val_images: int
+    test_images: int
+
+    vgg16_width: float
+    alexnet_width: float
+    batch_norm: bool
+    pretrained: bool
+    anchor_scales: list[float]
+    anchor_aspect_ratios: list[float]
+    match_iou: float
+
+    vgg16_epochs: int
+    alexnet_epochs: int
+    batch_size: int
+    optimizer: str
+    lr: float
+    momentum: float
+    beta2: float
+    weight_decay: float
+    schedule: str
+    warmup_epochs: float
+    grad_clip: float
+    eval_every: int
+    seed: int
+    num_workers: int
+
+    photometric_p: float
+    zoom_out_p: float
+    zoom_out_max: float
+    iou_crop_p: float
+    hflip_p: float
+    vflip_p: float
+
+    score_threshold: float
+    bootstrap_samples: int
+    timing_images: int
+
+    hsv_hue_low: int
+    hsv_hue_high: int
+    hsv_sat_low: int
+    hsv_val_low: int
+    hsv_val_high: int
+    hsv_open_kernel: int
+    hsv_close_kernel: int
+    hsv_min_area: int
+    hsv_box_scale: float
