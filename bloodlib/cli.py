@@ -18,6 +18,7 @@ from bloodlib.params import DEFAULT_PROFILE, PROFILES
 # the model cache outside the notebook (imported lazily: torch is heavy).
 TRAINERS: dict[str, str] = {
     "detection": "bloodlib.detection.train:train_cli",
+    "wbc": "bloodlib.classification.train:train",
 }
 
 

@@ -30,6 +30,7 @@ DEFAULT_PROFILE = "cpu"
 # that loading the COVID parameters does not import torch).
 SCHEMAS: dict[str, str] = {
     "01_detection": "bloodlib.detection.params:DetectionParams",
+    "02_wbc_subtypes": "bloodlib.classification.params:WbcSubtypesParams",
     "03_covid_diagnosis": "bloodlib.diagnosis.params:CovidDiagnosisParams",
 }
 
@@ -174,5 +175,6 @@ def as_dict(params: Any) -> dict[str, Any]:
 # notebook name -> the registered data sets it reads (checksums go into the report's provenance).
 DATASETS: dict[str, tuple[str, ...]] = {
     "01_detection": ("BCCD",),
+    "02_wbc_subtypes": ("blood-cells", "BCCD"),
     "03_covid_diagnosis": ("covid-osr", "covid-einstein"),
 }

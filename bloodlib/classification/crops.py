@@ -1,0 +1,191 @@
+"""From a smear image and a WBC box to the classifier's input: the one crop policy.
+
+Every image the classifiers see -- dataset2 training copies, the official TEST images,
+BCCD ground-truth boxes, and (later) the smear pipeline's detected boxes -- goes through
+:meth:`CropPolicy.canvas`:
+
+1. *white balance*: each RGB channel is scaled so that its ``white_percentile`` (the
+   bright slide background) maps to :data:`WHITE`; this removes the lamp/camera colour
+   cast of a microscope before anything else sees the pixels;
+2. a window centred on the box, ``context`` times the box's longer side high, with the
+   input's aspect ratio (so a cell fills the same fraction of every input, whatever the
+   magnification); boxes smaller than ``min_side`` pixels are treated as ``min_side``;
+3. parts of the window outside the image are padded with the neutral :data:`WHITE`
+   background (never black: black borders are an artefact a network can learn);
+4. an area-averaging resize to ``canvas_scale`` times the input size. The canvas is the
+   input plus a margin that training augmentation rotates and shifts into view; the
+   classifier input is its centre (:meth:`CropPolicy.classifier_input`).
+
+Images without a box (dataset2 copies, whole-field images of another lab) get one from
+:func:`locate_wbc`, a colour rule that finds the largest purple (nucleus) blob.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import cv2
+import numpy as np
+import torch
+
+WHITE = 235  # background grey level after white balance (uint8)
+
+
+def read_rgb(path: str | Path) -> np.ndarray:
+    """``(H, W, 3)`` uint8 RGB image from ``path``."""
+    image = cv2.imread(str(path), cv2.IMREAD_COLOR)
+    if image is None:
+        raise ValueError(f"cannot read image {path}")
+    return cv2.cvtColor(image, cv2.COLOR_BGR2RGB)
+
+
+def _check_image(image: np.ndarray) -> None:
+    if not (isinstance(image, np.ndarray) and image.dtype == np.uint8 and image.ndim == 3 and image.shape[2] == 3):
+        raise ValueError(f"image must be an (H, W, 3) uint8 RGB array, got {getattr(image, 'shape', type(image))}")
+
+
+def white_balance(image: np.ndarray, percentile: float) -> np.ndarray:
+    """Scale each channel so its ``percentile`` maps to :data:`WHITE`; ``(H, W, 3)`` uint8 -> same."""
+    _check_image(image)
+    if not 50.0 <= percentile <= 100.0:
+        raise ValueError(f"white_percentile must be in [50, 100], got {percentile}")
+    sample = image[::4, ::4].reshape(-1, 3)
+    level = np.percentile(sample, percentile, axis=0).clip(min=32.0)
+    lut = np.clip(np.arange(256)[:, None] * (WHITE / level)[None, :], 0, 255).astype(np.uint8)
+    return np.stack([lut[image[..., c], c] for c in range(3)], axis=-1)
+
+
+def locate_wbc(image: np.ndarray, *, nucleus_to_cell: float = 1.3) -> tuple[float, float, float, float] | None:
+    """Box ``(x0, y0, x1, y1)`` of the white blood cell in a smear image, or None if none is found.
+
+    The nucleus is where blue exceeds green most (purple/violet stain): Otsu threshold on
+    ``B - G`` (at least 40 grey levels), blobs within ~1/24 of the image apart merged (the
+    lobes of one nucleus), the largest nucleus area wins. The nucleus box is then grown about
+    its centre by ``nucleus_to_cell`` to approximate the cell box (the ratio of BCCD's WBC box
+    side to this nucleus box side has median 1.28 on the BCCD images of TRAIN's sources at
+    dataset2's 320x240; the notebook recomputes it).
+    """
+    _check_image(image)
+    score = np.clip(image[..., 2].astype(np.int16) - image[..., 1].astype(np.int16), 0, 255).astype(np.uint8)
+    score = cv2.GaussianBlur(score, (5, 5), 0)
+    otsu, _ = cv2.threshold(score, 0, 255, cv2.THRESH_BINARY + cv2.THRESH_OTSU)
+    mask = (score > max(otsu, 40.0)).astype(np.uint8)
+    mask = cv2.morphologyEx(mask, cv2.MORPH_OPEN, np.ones((3, 3), np.uint8))
+    reach = max(3, round(min(image.shape[:2]) / 24))
+    merged = cv2.dilate(mask, cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (reach, reach)))
+    count, labels = cv2.connectedComponents(merged)
+    if count <= 1:
+        return None
+    areas = np.bincount(labels[mask > 0], minlength=count)
+    areas[0] = 0
+    ys, xs = np.nonzero((labels == int(areas.argmax())) & (mask > 0))
+    cx, cy = (xs.min() + xs.max() + 1) / 2, (ys.min() + ys.max() + 1) / 2
+    half_w = (xs.max() + 1 - xs.min()) * nucleus_to_cell / 2
+    half_h = (ys.max() + 1 - ys.min()) * nucleus_to_cell / 2
+    return (float(cx - half_w), float(cy - half_h), float(cx + half_w), float(cy + half_h))
+
+
+def crop_window(
+    image: np.ndarray,
+    box: tuple[float, float, float, float],
+    *,
+    out_size: tuple[int, int],
+    context: float,
+    min_side: float,
+) -> np.ndarray:
+    """The window of step 2-4 of the module docstring, resized to ``out_size = (h, w)``.
+
+    Args:
+        image: ``(H, W, 3)`` uint8 RGB, already white-balanced.
+        box: ``(x0, y0, x1, y1)`` in pixels; may extend beyond the image.
+        out_size: output ``(h, w)``; the window has this aspect ratio.
+        context: window height / box's longer side.
+        min_side: boxes whose longer side is below this (pixels) are grown to it.
+
+    Returns:
+        ``(h, w, 3)`` uint8.
+
+    Raises:
+        ValueError: a degenerate box (x1 <= x0 or y1 <= y0) or one entirely outside the image.
+    """
+    x0, y0, x1, y1 = (float(v) for v in box)
+    height, width = image.shape[:2]
+    if not (x1 > x0 and y1 > y0) or not all(np.isfinite([x0, y0, x1, y1])):
+        raise ValueError(f"box {box!r} is degenerate; expected x0 < x1 and y0 < y1")
+    if x1 <= 0 or y1 <= 0 or x0 >= width or y0 >= height:
+        raise ValueError(f"box {box!r} lies outside the {width}x{height} image")
+    out_h, out_w = out_size
+    side = max(x1 - x0, y1 - y0, min_side)
+    win_h = max(1, round(side * context))
+    win_w = max(1, round(win_h * out_w / out_h))
+    left = round((x0 + x1) / 2 - win_w / 2)
+    top = round((y0 + y1) / 2 - win_h / 2)
+    pad = (max(0, -top), max(0, top + win_h - height), max(0, -left), max(0, left + win_w - width))
+    if any(pad):
+        image = cv2.copyMakeBorder(image, *pad, cv2.BORDER_CONSTANT, value=(WHITE, WHITE, WHITE))
+        top, left = top + pad[0], left + pad[2]
+    window = image[top : top + win_h, left : left + win_w]
+    shrinking = win_h > out_h
+    return cv2.resize(window, (out_w, out_h), interpolation=cv2.INTER_AREA if shrinking else cv2.INTER_LINEAR)
+
+
+@dataclass(frozen=True)
+class CropPolicy:
+    """How a WBC box becomes a classifier input (see the module docstring).
+
+    Attributes:
+        input_size: classifier input ``(h, w)``.
+        context: window height / box's longer side.
+        canvas_scale: canvas side / input side (margin for rotation and shifts), >= 1.
+        min_side: smallest box side in pixels (tiny boxes are grown to it).
+        white_percentile: per-channel percentile mapped to the background level.
+        nucleus_to_cell: cell box / nucleus box, for :func:`locate_wbc`.
+    """
+
+    input_size: tuple[int, int]
+    context: float
+    canvas_scale: float
+    min_side: float
+    white_percentile: float
+    nucleus_to_cell: float
+
+    def __post_init__(self) -> None:
+        if len(self.input_size) != 2 or min(self.input_size) < 8:
+            raise ValueError(f"input_size must be (h, w) with both >= 8, got {self.input_size!r}")
+        if self.context <= 0 or self.canvas_scale < 1 or self.min_side <= 0:
+            raise ValueError(
+                f"need context > 0, canvas_scale >= 1, min_side > 0; got {self.context}, "
+                f"{self.canvas_scale}, {self.min_side}"
+            )
+
+    @property
+    def canvas_size(self) -> tuple[int, int]:
+        h, w = self.input_size
+        return round(h * self.canvas_scale), round(w * self.canvas_scale)
+
+    def canvas(self, image: np.ndarray, box: tuple[float, float, float, float] | None = None) -> torch.Tensor:
+        """``(3, Hc, Wc)`` uint8 canvas of ``box`` in ``image`` (``(H, W, 3)`` uint8 RGB).
+
+        ``box=None`` locates the WBC with :func:`locate_wbc`; if none is found the whole image
+        is used (centre, longer side).
+        """
+        balanced = white_balance(image, self.white_percentile)
+        if box is None:
+            box = locate_wbc(balanced, nucleus_to_cell=self.nucleus_to_cell)
+        if box is None:
+            h, w = image.shape[:2]
+            box = (0.0, 0.0, float(w), float(h))
+        window = crop_window(
+            balanced, box, out_size=self.canvas_size, context=self.context * self.canvas_scale, min_side=self.min_side
+        )
+        return torch.from_numpy(np.ascontiguousarray(window)).permute(2, 0, 1).contiguous()
+
+    def classifier_input(self, image: np.ndarray, box: tuple[float, float, float, float] | None = None) -> torch.Tensor:
+        """``(3, h, w)`` float input in ``[0, 1]``: the centre of :meth:`canvas`, pixels / 255.
+
+        This is what the smear pipeline calls with a detected box.
+        """
+        from bloodlib.classification.transforms import eval_transform
+
+        return eval_transform(self.input_size)(self.canvas(image, box))

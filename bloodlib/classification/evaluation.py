@@ -1,0 +1,87 @@
+"""Predictions of every model on every evaluation set, Table 3, and the paper's numbers beside it."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import torch
+
+from bloodlib.classification.canvases import CanvasSet
+from bloodlib.classification.data import CLASSES
+from bloodlib.classification.engine import predict_logits
+from bloodlib.classification.metrics import METRICS, confusion, metrics_table
+
+#: our model name -> key in the ``task2_wbc_subtypes`` section of ``paper_results.yaml``.
+PAPER_KEYS = {
+    "arch1": "custom_arch1",
+    "arch2": "custom_arch2",
+    "resnet50": "resnet50",
+    "densenet121": "densenet121",
+    "vgg16": "vgg16",
+    "mobilenet_v2": "mobilenet_v2",
+    "inception_v3": "inception",
+    "xception": "xception",
+}
+
+
+def predictions(
+    models: dict[str, torch.nn.Module], sets: dict[str, CanvasSet], input_size: tuple[int, int], *, batch_size: int
+) -> pd.DataFrame:
+    """One row per (model, set, image): ``model, set, item, y_true, y_pred, group, source, p_<CLASS>...``."""
+    frames = []
+    for name, model in models.items():
+        for set_name, data in sets.items():
+            logits = predict_logits(model, data.canvases, input_size, batch_size)
+            probs = torch.softmax(logits, 1).numpy()
+            frame = pd.DataFrame({
+                "model": name,
+                "set": set_name,
+                "item": np.arange(len(data)),
+                "y_true": data.labels.numpy(),
+                "y_pred": probs.argmax(1),
+                "group": data.frame["group"].to_numpy(),
+                "source": data.frame["source"].to_numpy(),
+            })  # fmt: skip
+            for k, label in enumerate(CLASSES):
+                frame[f"p_{label}"] = probs[:, k]
+            frames.append(frame)
+    return pd.concat(frames, ignore_index=True)
+
+
+def table3(preds: pd.DataFrame, *, n_boot: int, seed: int, paper: dict[str, dict] | None = None) -> pd.DataFrame:
+    """:func:`~.metrics.metrics_table` plus the paper's Table 3 values (``paper_<metric>``)."""
+    table = metrics_table(preds, n_classes=len(CLASSES), n_boot=n_boot, seed=seed)
+    for metric in METRICS:
+        table[f"paper_{metric}"] = [
+            (paper or {}).get(PAPER_KEYS.get(m, m), {}).get(metric, np.nan) for m in table["model"]
+        ]
+    return table
+
+
+def formatted(table: pd.DataFrame, set_name: str) -> pd.DataFrame:
+    """Display form of one set's rows: ``0.93 [0.88, 0.97]`` per metric, paper value beside."""
+    part = table[table["set"] == set_name]
+    out = pd.DataFrame({"model": part["model"], "images": part["images"], "sources": part["groups"]})
+    for metric in METRICS:
+        out[metric] = [f"{v:.3f} [{lo:.2f}, {hi:.2f}]" for v, lo, hi in
+                       zip(part[metric], part[f"{metric}_lo"], part[f"{metric}_hi"])]  # fmt: skip
+        out[f"paper {metric}"] = part[f"paper_{metric}"].to_numpy()
+    return out.reset_index(drop=True)
+
+
+def confusions(preds: pd.DataFrame, set_name: str) -> dict[str, np.ndarray]:
+    """Model -> confusion matrix (rows true, columns predicted) on ``set_name``."""
+    part = preds[preds["set"] == set_name]
+    return {
+        name: confusion(g["y_true"].to_numpy(), g["y_pred"].to_numpy(), len(CLASSES))
+        for name, g in part.groupby("model", sort=False)
+    }
+
+
+def select_best(trained_histories: dict[str, pd.DataFrame], best_epochs: dict[str, int]) -> str:
+    """The model with the highest validation balanced accuracy at its selected epoch (never TEST)."""
+    scores = {
+        name: float(history.loc[history["epoch"] == best_epochs[name], "val_bacc"].iloc[0])
+        for name, history in trained_histories.items()
+    }
+    return max(scores, key=scores.get)

@@ -1,0 +1,32 @@
+"""Notebook 02_wbc_subtypes renders under the quick profile with every table and figure."""
+
+from __future__ import annotations
+
+import pandas as pd
+import pytest
+
+from tests.notebook_helpers import render_quick
+
+NAME = "02_wbc_subtypes"
+
+
+@pytest.mark.slow
+def test_notebook_renders_under_quick(tmp_path, monkeypatch):
+    monkeypatch.setenv("BLOODLIB_MODELS", str(tmp_path / "models"))  # never touch the user's model cache
+    out, metrics = render_quick(NAME, tmp_path)
+    folder = out / NAME
+    table = pd.read_csv(folder / "tables" / "table3.csv")
+    assert len(table) == 8 * 3 and set(table["set"]) == {"TEST", "TEST_SIMPLE", "BCCD"}
+    assert table["accuracy"].between(0, 1).all()
+    assert (table["accuracy_lo"] <= table["accuracy"] + 1e-9).all() and (
+        table["accuracy"] <= table["accuracy_hi"] + 1e-9
+    ).all()
+    figures = {p.stem for p in (folder / "figures").glob("*.png")}
+    assert {"fig6_learning_curves_standard", "fig7_learning_curves_custom", "fig8_feature_maps_densenet121",
+            "fig9_feature_maps_arch2", "fig10_confusion_arch2", "confusion_all_test"} <= figures  # fmt: skip
+    leaks = pd.read_csv(folder / "tables" / "leakage_check.csv")
+    assert leaks.query("`other set` == 'val'")["shared groups"].item() == 0
+    assert metrics["metrics"]["selected_model"] in table["model"].tolist()
+    assert any(row["paper"] is not None for row in metrics["summary"])
+    costs = pd.read_csv(folder / "tables" / "model_costs.csv")
+    assert len(costs) == 8 and (costs["gflops"] > 0).all()
