@@ -144,6 +144,10 @@ def test_grouped_split_on_synthetic_groups():
     assert (out[out.subset == "val"].groupby("label")["group"].nunique() == 2).all()
     again = data.grouped_split(frame, val_fraction=0.2, seed=1)
     assert again["subset"].equals(out["subset"])
+    kept = set(out.loc[out.subset == "val", "group"])
+    other = data.grouped_split(frame, val_fraction=0.2, seed=1, keep_in_train=kept)
+    assert set(other.loc[other.subset == "val", "group"]).isdisjoint(kept)
+    assert (other[other.subset == "val"].groupby("label")["group"].nunique() == 2).all()
     with pytest.raises(ValueError, match="val_fraction"):
         data.grouped_split(frame, val_fraction=1.0, seed=1)
 
@@ -157,10 +161,12 @@ def test_grouped_split_of_the_real_train_set_never_shares_a_source():
     # TRAIN and TEST meet only in the two near-duplicate pairs SOURCE.md names (204~277, 230~257)
     shared = set(index.loc[index.split == "TRAIN", "group"]) & set(index.loc[index.split != "TRAIN", "group"])
     assert shared == {204, 230}
-    out = data.grouped_split(index[index.split == "TRAIN"], val_fraction=0.2, seed=0)
+    test_groups = set(index.loc[index.split != "TRAIN", "group"])
+    out = data.grouped_split(index[index.split == "TRAIN"], val_fraction=0.2, seed=0, keep_in_train=test_groups)
     train, val = out[out.subset == "train"], out[out.subset == "val"]
     assert set(train["source"]).isdisjoint(val["source"])
     assert set(train["group"]).isdisjoint(val["group"])
+    assert set(val["group"]).isdisjoint(test_groups)
     assert set(val["label"]) == set(data.CLASSES) == set(train["label"])
     assert 0.1 < val["group"].nunique() / out["group"].nunique() < 0.3
 

@@ -75,7 +75,7 @@ def test_pretrained_offline_without_cache_is_a_clear_error(tmp_path, monkeypatch
 
     real = timm.create_model
     monkeypatch.setattr(timm, "create_model", lambda *a, **k: offline() if k.get("pretrained") else real(*a, **k))
-    with pytest.raises(PretrainedWeightsError, match="legacy_xception.*pretrained: false"):
+    with pytest.raises(PretrainedWeightsError, match="xception-43020ad28.pth.*pretrained: false"):
         M.build_model("xception", pretrained=True)
 
 

@@ -106,13 +106,16 @@ def dataset2_index(blood_cells_dir: Path) -> pd.DataFrame:
     return index[["split", "label", "path", "source", "group"]].reset_index(drop=True)
 
 
-def grouped_split(train: pd.DataFrame, *, val_fraction: float, seed: int) -> pd.DataFrame:
+def grouped_split(
+    train: pd.DataFrame, *, val_fraction: float, seed: int, keep_in_train: set[int] | frozenset[int] = frozenset()
+) -> pd.DataFrame:
     """Assign each TRAIN row to ``subset`` "train" or "val" by group, stratified by class.
 
-    Per class, ``round(val_fraction * n_groups)`` groups (at least one) go to validation. A group
-    spanning two classes (near-duplicate fields with different cells) is decided once, for
-    the class where it is drawn first. No source image and no near-duplicate group is ever on
-    both sides.
+    Per class, ``round(val_fraction * n_groups)`` groups (at least one) go to validation, drawn
+    in a seeded random order that skips ``keep_in_train``: pass the groups that also occur in a
+    test set (dataset2's TEST meets TRAIN in two near-duplicate pairs), so that model selection
+    never looks at views of a test cell. A group spanning two classes is decided once, for the
+    class where it is drawn first. No source image and no group is ever on both sides.
     """
     if not 0 < val_fraction < 1:
         raise ValueError(f"val_fraction must be in (0, 1), got {val_fraction}")
@@ -120,10 +123,11 @@ def grouped_split(train: pd.DataFrame, *, val_fraction: float, seed: int) -> pd.
     chosen: set[int] = set()
     for label in CLASSES:
         groups = np.array(sorted(train.loc[train["label"] == label, "group"].unique()))
-        if len(groups) < 2:
-            raise ValueError(f"class {label} has {len(groups)} source group(s); need 2 to split")
-        n_val = min(len(groups) - 1, max(1, round(val_fraction * len(groups))))
-        chosen.update(int(g) for g in rng.permutation(groups)[:n_val])
+        candidates = [int(g) for g in rng.permutation(groups) if int(g) not in keep_in_train]
+        if len(groups) < 2 or not candidates:
+            raise ValueError(f"class {label} has {len(groups)} source group(s), {len(candidates)} eligible; need 2")
+        n_val = min(len(groups) - 1, len(candidates), max(1, round(val_fraction * len(groups))))
+        chosen.update(candidates[:n_val])
     out = train.copy()
     out["subset"] = np.where(out["group"].isin(chosen), "val", "train")
     return out

@@ -28,6 +28,7 @@ cache; offline with no cached file both raise :class:`~bloodlib.pretrained.Pretr
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -188,14 +189,19 @@ def _xception(num_classes: int, pretrained: bool) -> tuple[nn.Module, tuple, tup
 
     try:
         net = timm.create_model("legacy_xception", pretrained=pretrained, num_classes=num_classes)
-    except Exception as err:  # offline: huggingface_hub raises various connection/cache errors
+    except Exception as err:  # offline: urllib / huggingface_hub raise various connection errors
         if not pretrained:
             raise
+        cfg = timm.models.get_pretrained_cfg("legacy_xception")
+        where = (
+            f"download {cfg.url} on a machine with internet and put it at "
+            f"{Path(torch.hub.get_dir()) / 'checkpoints' / Path(cfg.url).name} (timm reads torch's hub cache)"
+            if cfg.url
+            else f"fetch the Hugging Face repo {cfg.hf_hub_id} into the HF cache (HF_HOME) on a machine with internet"
+        )
         raise PretrainedWeightsError(
             f"cannot load ImageNet weights for timm 'legacy_xception': {type(err).__name__}: {err}. "
-            "Run `python -c \"import timm; timm.create_model('legacy_xception', pretrained=True)\"` on a "
-            "machine with internet and copy its Hugging Face cache (HF_HOME, default ~/.cache/huggingface) "
-            "here, or use pretrained: false"
+            f"To use them offline, {where}; or use pretrained: false"
         ) from err
     cfg = net.pretrained_cfg
     return net, tuple(cfg.get("mean", IMAGENET_MEAN)), tuple(cfg.get("std", IMAGENET_STD))
@@ -204,8 +210,10 @@ def _xception(num_classes: int, pretrained: bool) -> tuple[nn.Module, tuple, tup
 def build_model(name: str, *, num_classes: int = 4, pretrained: bool = False) -> nn.Module:
     """One of :data:`MODEL_NAMES` with a ``num_classes`` head (see the module docstring).
 
+    ``pretrained`` is ignored for the custom nets (there are no ImageNet weights for them).
+
     Raises:
-        ValueError: unknown ``name``, or ``pretrained`` asked of a custom architecture.
+        ValueError: unknown ``name`` or fewer than two classes.
         PretrainedWeightsError: ``pretrained`` and the weights are neither cached nor downloadable.
     """
     if name not in MODEL_NAMES:

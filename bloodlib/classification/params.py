@@ -16,8 +16,9 @@ class WbcSubtypesParams:
     split; ``*_max_per_source`` cap the augmented copies used per source image (null = all).
 
     Training (see :class:`bloodlib.classification.engine.TrainConfig`): the custom nets train
-    ``epochs_custom`` epochs, the six standard backbones ``epochs_standard``, each epoch being
-    ``samples_per_epoch`` class-balanced draws. ``aug_*`` set the augmentation strengths
+    ``epochs_custom`` epochs at learning rate ``lr_custom``, the six standard backbones
+    ``epochs_standard`` at ``lr_standard`` (deep nets from scratch need a smaller one), each
+    epoch being ``samples_per_epoch`` class-balanced draws. ``aug_*`` set the augmentation strengths
     (:class:`bloodlib.classification.transforms.AugmentConfig`).
 
     Evaluation: ``bootstrap`` resamples of source images for the 95% CIs; ``feature_map_samples``
@@ -42,7 +43,8 @@ class WbcSubtypesParams:
     epochs_standard: int
     samples_per_epoch: int
     batch_size: int
-    lr: float
+    lr_custom: float
+    lr_standard: float
     final_lr_fraction: float
     weight_decay: float
     label_smoothing: float

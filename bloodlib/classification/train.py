@@ -69,7 +69,7 @@ def train_config(p: WbcSubtypesParams, model: str) -> TrainConfig:
         epochs=p.epochs_custom if model in CUSTOM_MODELS else p.epochs_standard,
         samples_per_epoch=p.samples_per_epoch,
         batch_size=p.batch_size,
-        lr=p.lr,
+        lr=p.lr_custom if model in CUSTOM_MODELS else p.lr_standard,
         final_lr_fraction=p.final_lr_fraction,
         weight_decay=p.weight_decay,
         label_smoothing=p.label_smoothing,
@@ -108,6 +108,20 @@ class WbcData:
     checksums: dict[str, Any]
 
 
+def train_val_split(p: WbcSubtypesParams, index: pd.DataFrame) -> pd.DataFrame:
+    """TRAIN's rows of the dataset2 ``index`` with their ``subset`` (train/val).
+
+    Validation never holds a group that TEST shows too (two near-duplicate pairs straddle the
+    upstream split), so model selection never sees a view of a test cell.
+    """
+    return grouped_split(
+        index[index["split"] == "TRAIN"],
+        val_fraction=p.val_fraction,
+        seed=p.seed,
+        keep_in_train=set(index.loc[index["split"] != "TRAIN", "group"]),
+    )
+
+
 def load_data(p: WbcSubtypesParams, *, progress: bool = True) -> WbcData:
     """Index, split, and crop every image set (canvases cached, see :mod:`.canvases`)."""
     from bloodlib.data import locate
@@ -116,8 +130,8 @@ def load_data(p: WbcSubtypesParams, *, progress: bool = True) -> WbcData:
     checksums = data_checksums()
     policy = crop_policy(p)
     index = dataset2_index(blood_cells)
-    split = grouped_split(index[index["split"] == "TRAIN"], val_fraction=p.val_fraction, seed=p.seed)
     bccd_all, skipped = bccd_wbc_index(bccd, blood_cells / "dataset-master" / "labels.csv")
+    split = train_val_split(p, index)
     frames = {
         "train": subsample_per_group(split[split["subset"] == "train"], p.train_max_per_source, p.seed),
         "val": subsample_per_group(split[split["subset"] == "val"], p.val_max_per_source, p.seed),
@@ -146,8 +160,14 @@ class TrainedModel:
     run_folder: Path
 
 
-def model_run(p: WbcSubtypesParams, name: str, checksums: dict[str, Any]) -> ModelRun:
-    """The cache entry of model ``name``: keyed by every parameter that shapes its weights."""
+def val_groups(split: pd.DataFrame) -> list[int]:
+    """Sorted group ids of the validation subset of a :func:`~.data.grouped_split` result."""
+    return sorted(int(g) for g in split.loc[split["subset"] == "val", "group"].unique())
+
+
+def model_run(p: WbcSubtypesParams, name: str, checksums: dict[str, Any], val_groups: list[int]) -> ModelRun:
+    """The cache entry of model ``name``: keyed by every parameter that shapes its weights and by
+    the validation groups (so a changed split never reuses weights trained on another)."""
     shaping = {
         "model": name,
         "pretrained": p.pretrained,
@@ -155,7 +175,7 @@ def model_run(p: WbcSubtypesParams, name: str, checksums: dict[str, Any]) -> Mod
         "augment": dataclasses.asdict(augment_config(p)),
         "train": dataclasses.asdict(train_config(p, name)),
         "split": {"val_fraction": p.val_fraction, "train_max_per_source": p.train_max_per_source,
-                  "val_max_per_source": p.val_max_per_source},
+                  "val_max_per_source": p.val_max_per_source, "val_groups": val_groups},
     }  # fmt: skip
     data = {k: checksums[k] for k in ("blood-cells", "source_map")}
     return ModelRun(f"{TASK}/{name}", shaping, {k: str(v) for k, v in data.items()})
@@ -180,7 +200,7 @@ def train_models(p: WbcSubtypesParams, data: WbcData, *, progress: bool = True) 
     torch.set_num_threads(p.num_threads)
     out = {}
     for name in p.models:
-        run = model_run(p, name, data.checksums)
+        run = model_run(p, name, data.checksums, val_groups(data.split))
         cached = run.is_complete()
         if cached:
             model = build_model(name, pretrained=False)  # the cached weights replace any init
@@ -230,7 +250,10 @@ def load_trained_model(p: WbcSubtypesParams, name: str) -> torch.nn.Module:
         FileNotFoundError: it was never trained with these parameters on this data; run
             ``bloodlib train wbc --profile <profile>`` or render the notebook first.
     """
-    run = model_run(p, name, data_checksums())
+    from bloodlib.data import locate
+
+    split = train_val_split(p, dataset2_index(locate("blood-cells")))
+    run = model_run(p, name, data_checksums(), val_groups(split))
     model = build_model(name, pretrained=False)
     model.load_state_dict(run.load_final()["model"])
     return model.cpu().eval()
