@@ -176,17 +176,19 @@ def test_grouped_split_of_the_real_train_set_never_shares_a_source():
 
 def test_voc_parser_and_label_rule(tmp_path):
     (tmp_path / "Annotations").mkdir()
+    (tmp_path / "JPEGImages").mkdir()
     objects = "".join(
         f"<object><name>{n}</name><bndbox><xmin>{a}</xmin><ymin>2</ymin>"
         f"<xmax>{a + 30}</xmax><ymax>40</ymax></bndbox></object>"
-        for n, a in [("WBC", 10), ("RBC", 50), ("WBC", 100)]
+        for n, a in [("WBC", 10), ("RBC", 50), ("WBC", 100), ("WBC", 130)]
     )
+    size = "<size><width>120</width><height>90</height></size>"
     for i in range(4):
-        (tmp_path / "Annotations" / f"BloodImage_{i:05d}.xml").write_text(f"<annotation>{objects}</annotation>")
-    assert bccd.read_voc_boxes(tmp_path / "Annotations" / "BloodImage_00000.xml") == [
-        (10, 2, 40, 40),
-        (100, 2, 130, 40),
-    ]
+        (tmp_path / "Annotations" / f"BloodImage_{i:05d}.xml").write_text(f"<annotation>{size}{objects}</annotation>")
+        (tmp_path / "JPEGImages" / f"BloodImage_{i:05d}.jpg").write_bytes(b"")
+    with pytest.warns(UserWarning, match="zero-size"):  # the box at x 130..160 lies outside the image
+        boxes = bccd.read_voc_boxes(tmp_path / "Annotations" / "BloodImage_00000.xml")
+    assert boxes == [(10, 2, 40, 40), (100, 2, 120, 40)]  # clipped to the 120 px wide image
     labels = tmp_path / "labels.csv"
     pd.DataFrame({"Image": [0, 1, 2, 3, 9],
                   "Category": ["NEUTROPHIL, NEUTROPHIL", "NEUTROPHIL", "EOSINOPHIL,NEUTROPHIL", None, "MONOCYTE"]}

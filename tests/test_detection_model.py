@@ -13,13 +13,7 @@ from bloodlib.pretrained import PretrainedWeightsError, cached_weights_path
 SCALES = (0.06, 0.15, 0.22, 0.33, 0.45, 0.6, 0.75)
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Tiny models run faster on one thread (and do not stall when the cores are shared)."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def small_ssd(backbone: str, **kwargs) -> torch.nn.Module:

@@ -4,31 +4,27 @@ BCCD's VOC annotations give WBC boxes (not subtyped); ``blood-cells/dataset-mast
 gives the subtype of each image. An image is used when its label names one of the four
 classes, possibly repeated ("NEUTROPHIL, NEUTROPHIL"), and its number of WBC boxes equals
 the number of labels -- then every box has that class. Basophils (3 images) are left out,
-as everywhere in this task. The VOC parser here is deliberately minimal (the detection
-package has its own).
+as everywhere in this task. Boxes come from the detection task's VOC parser
+(:func:`bloodlib.detection.data.parse_voc`: clipped to the image, zero-size boxes dropped).
 """
 
 from __future__ import annotations
 
-import xml.etree.ElementTree as ET
 from pathlib import Path
 
 import pandas as pd
 
 from bloodlib.classification.data import CLASSES, near_duplicate_groups
+from bloodlib.detection.data import CLASSES as DETECTION_CLASSES
+from bloodlib.detection.data import parse_voc
 
 
 def read_voc_boxes(xml_path: Path, name: str = "WBC") -> list[tuple[float, float, float, float]]:
-    """``(xmin, ymin, xmax, ymax)`` of every object called ``name`` in a VOC XML file."""
-    boxes = []
-    for obj in ET.parse(xml_path).getroot().iter("object"):
-        if (obj.findtext("name") or "").strip() != name:
-            continue
-        bb = obj.find("bndbox")
-        if bb is None:
-            raise ValueError(f"{xml_path}: object {name} without bndbox")
-        boxes.append(tuple(float(bb.findtext(k)) for k in ("xmin", "ymin", "xmax", "ymax")))
-    return boxes
+    """``(xmin, ymin, xmax, ymax)`` of every ``name`` box of a BCCD VOC file (the image must exist
+    in ``../JPEGImages``); errors as :func:`~bloodlib.detection.data.parse_voc`."""
+    annotation = parse_voc(Path(xml_path), Path(xml_path).parent.parent / "JPEGImages")
+    wanted = annotation.labels == DETECTION_CLASSES.index(name) + 1
+    return [tuple(float(v) for v in box) for box in annotation.boxes[wanted]]
 
 
 def parse_label(category: object) -> list[str]:
