@@ -5,16 +5,22 @@ TRAIN's ~10k images are augmented copies of only 277 BCCD originals, TEST's 2,48
 source cell on both sides and measure memorisation; :func:`grouped_split` splits by source
 image instead, with overlapping views of one smear (:data:`NEAR_DUPLICATE_PAIRS`) kept
 together. The source of every image comes from ``dataset2-master_source_map.csv``, a derived
-file (SIFT matching against the BCCD originals) that lives next to ``dataset2-master/`` in
-the local data folder but is not part of the upstream data set.
+file (SIFT matching against the BCCD originals, :mod:`.sourcemap`) that is not part of the
+upstream data set: the project's shared data folder has it next to ``dataset2-master/``;
+elsewhere (e.g. after ``bloodlib data fetch blood-cells``) :func:`source_map_path` rebuilds it
+once from the images into the user cache (a few minutes), never into the data folder.
 """
 
 from __future__ import annotations
 
+import sys
+import time
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
+
+from bloodlib.paths import cache_dir
 
 CLASSES = ("EOSINOPHIL", "LYMPHOCYTE", "MONOCYTE", "NEUTROPHIL")
 SPLITS = ("TRAIN", "TEST", "TEST_SIMPLE")
@@ -32,27 +38,91 @@ NEAR_DUPLICATE_PAIRS = (
 
 
 class SourceMapMissingError(FileNotFoundError):
-    """``dataset2-master_source_map.csv`` is not next to ``dataset2-master/``."""
+    """The source map is neither next to ``dataset2-master/`` nor cached, and cannot be rebuilt
+    (no dataset2-master images, or the BCCD originals are unavailable)."""
 
 
-def source_map_path(blood_cells_dir: Path) -> Path:
-    return Path(blood_cells_dir) / SOURCE_MAP
+def cached_source_map_path(blood_cells_dir: Path) -> Path:
+    """Where a rebuilt source map is cached: ``<cache>/derived/blood-cells/<stem>-<digest>.csv``.
+
+    The digest (:func:`.sourcemap.input_digest`) covers the matching method and the names and
+    sizes of the dataset2 images, so a changed method or data set gets a fresh rebuild.
+    """
+    from bloodlib.classification.sourcemap import input_digest
+
+    name = f"{Path(SOURCE_MAP).stem}-{input_digest(blood_cells_dir)}.csv"
+    return cache_dir() / "derived" / "blood-cells" / name
 
 
-def load_source_map(blood_cells_dir: Path) -> pd.DataFrame:
-    """The source map: one row per dataset2 image (``split, cls, fn, srcid, confident, ...``).
+def _missing(blood_cells_dir: Path, why: str) -> SourceMapMissingError:
+    return SourceMapMissingError(
+        f"{SOURCE_MAP} not found at {Path(blood_cells_dir) / SOURCE_MAP} and it cannot be rebuilt: {why}. "
+        "It is a derived file (which BCCD original each dataset2-master image was augmented from), "
+        "not part of the upstream blood-cells data set; without it no leakage-free validation split "
+        "can be built. Copy it from the project's shared data folder (shared/data/blood-cells/) next "
+        "to dataset2-master/, or make BCCD available (`bloodlib data fetch BCCD`, or BLOODLIB_DATA) "
+        "so that bloodlib can rebuild it"
+    )
+
+
+def rebuild_source_map(blood_cells_dir: Path, target: Path, *, progress: bool = True) -> Path:
+    """Rebuild the source map with :func:`.sourcemap.build_source_map`, write it atomically to
+    ``target`` and return ``target``. Notes the rebuild and its duration on stderr.
 
     Raises:
-        SourceMapMissingError: the file is missing; the message says where it is expected.
+        SourceMapMissingError: BCCD is not available (not local, download failed).
     """
-    path = source_map_path(blood_cells_dir)
-    if not path.is_file():
-        raise SourceMapMissingError(
-            f"{SOURCE_MAP} not found at {path}. It is a derived file (which BCCD original each "
-            "dataset2-master image was augmented from), not part of the upstream blood-cells data set; "
-            "copy it from the project's shared data folder (shared/data/blood-cells/) next to "
-            "dataset2-master/ -- without it no leakage-free validation split can be built"
-        )
+    from bloodlib.classification.sourcemap import build_source_map
+    from bloodlib.data import DataNotFoundError, locate
+    from bloodlib.fsutil import atomic_write_text
+
+    try:
+        bccd = locate("BCCD")
+    except DataNotFoundError as err:
+        raise _missing(blood_cells_dir, f"the BCCD originals are not available ({err})") from err
+    print(f"{SOURCE_MAP} is not next to dataset2-master/: rebuilding it from the images "
+          f"(SIFT matching against BCCD, a few minutes) into {target}", file=sys.stderr, flush=True)  # fmt: skip
+    start = time.perf_counter()
+    frame = build_source_map(blood_cells_dir, bccd, progress=progress)
+    atomic_write_text(target, frame.to_csv(index=False))
+    print(f"{SOURCE_MAP} rebuilt in {time.perf_counter() - start:.0f} s", file=sys.stderr, flush=True)
+    return target
+
+
+def source_map_path(blood_cells_dir: Path, *, progress: bool = True) -> Path:
+    """The source map file actually used (hash this one for cache keys), rebuilt first if need be.
+
+    Looks, in order, for (a) ``blood_cells_dir/dataset2-master_source_map.csv`` (the shared
+    copy wins when present), (b) a rebuilt copy in the user cache
+    (:func:`cached_source_map_path`), else (c) rebuilds it there (:func:`rebuild_source_map`).
+    Never writes into ``blood_cells_dir``.
+
+    Raises:
+        SourceMapMissingError: none found and a rebuild is impossible.
+    """
+    shared = Path(blood_cells_dir) / SOURCE_MAP
+    if shared.is_file():
+        return shared
+    images = Path(blood_cells_dir) / "dataset2-master" / "images"
+    if not images.is_dir():
+        raise _missing(blood_cells_dir, f"no dataset2-master images at {images}")
+    cached = cached_source_map_path(blood_cells_dir)
+    if cached.is_file():
+        return cached
+    return rebuild_source_map(blood_cells_dir, cached, progress=progress)
+
+
+def load_source_map(blood_cells_dir: Path, *, progress: bool = True) -> pd.DataFrame:
+    """The source map: one row per dataset2 image (``split, cls, fn, srcid, confident, ...``).
+
+    Read from :func:`source_map_path` (shared copy, else cached rebuild, else a fresh rebuild,
+    with progress bars when ``progress``).
+
+    Raises:
+        SourceMapMissingError: not found and cannot be rebuilt; the message says what to do.
+        ValueError: the file lacks a required column.
+    """
+    path = source_map_path(blood_cells_dir, progress=progress)
     frame = pd.read_csv(path)
     missing = {"split", "cls", "fn", "srcid"} - set(frame.columns)
     if missing:
