@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import shutil
+import time
 from pathlib import Path
 
 import nbformat
@@ -127,3 +128,31 @@ def test_link_checker_finds_broken_targets(tmp_path):
         "<a> #nowhere: no element with that id",
         "<img> empty data URI",
     ]
+
+
+def test_a_notebook_starts_only_after_the_notebooks_whose_models_it_uses(tmp_path, monkeypatch):
+    """With two jobs, 04 (which needs the models of 01 and 02) waits for both; 03 need not."""
+    import threading
+
+    from bloodlib.report import runner
+
+    events, lock = [], threading.Lock()
+    slow = {"01_detection": 0.3, "02_wbc_subtypes": 0.2, "03_covid_diagnosis": 0.0, "04_pipeline": 0.0}
+
+    def fake_run(name, *, profile, root, kernel_name):
+        with lock:
+            events.append(("start", name))
+        time.sleep(slow[name])
+        with lock:
+            events.append(("end", name))
+        return runner.NotebookRun(name=name, profile=profile, status="ok", wall_s=0.0, finished_at="", parameters={})
+
+    monkeypatch.setattr(runner, "select_notebooks", lambda root, only: ["04_pipeline", "03_covid_diagnosis",
+                                                                         "02_wbc_subtypes", "01_detection"])
+    monkeypatch.setattr(runner, "run_notebook", fake_run)
+    monkeypatch.setattr(runner, "_check_kernel", lambda name: None)
+    runs = runner.run_reports("quick", jobs=2, root=tmp_path)
+    assert [r.name for r in runs] == ["01_detection", "02_wbc_subtypes", "03_covid_diagnosis", "04_pipeline"]
+    start_04 = events.index(("start", "04_pipeline"))
+    assert events.index(("end", "01_detection")) < start_04 and events.index(("end", "02_wbc_subtypes")) < start_04
+    assert events.index(("start", "03_covid_diagnosis")) < events.index(("end", "01_detection"))

@@ -22,7 +22,7 @@ import json
 import shutil
 import tempfile
 import time
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor, wait
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
@@ -150,6 +150,12 @@ def run_notebook(
     )
 
 
+def _run_after(before: list[Future], name: str, profile: str, root: Path, kernel_name: str) -> NotebookRun:
+    """:func:`run_notebook` once the notebooks in ``before`` are done (it uses their cached models)."""
+    wait(before)
+    return run_notebook(name, profile=profile, root=root, kernel_name=kernel_name)
+
+
 def run_reports(
     profile: str = params_mod.DEFAULT_PROFILE,
     *,
@@ -168,12 +174,16 @@ def run_reports(
     params_mod.check_profile(profile)
     if jobs < 1:
         raise ValueError(f"jobs must be >= 1, got {jobs}")
-    names = select_notebooks(root, only)
+    names = sorted(select_notebooks(root, only))  # NN_ prefixes: dependencies come first
     _check_kernel(kernel_name)
     out_dir = reports_dir(profile, root)
     out_dir.mkdir(parents=True, exist_ok=True)
     with ThreadPoolExecutor(max_workers=jobs) as pool:
-        runs = list(pool.map(lambda n: run_notebook(n, profile=profile, root=root, kernel_name=kernel_name), names))
+        futures: dict[str, Future] = {}
+        for name in names:  # FIFO: a notebook waits only on dependencies submitted before it
+            before = [futures[d] for d in params_mod.DEPENDS.get(name, ()) if d in futures]
+            futures[name] = pool.submit(_run_after, before, name, profile, root, kernel_name)
+        runs = [futures[name].result() for name in names]
     record = load_runs(out_dir)
     record["provenance"] = {
         "git_commit": provenance.git_commit(root),
