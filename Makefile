@@ -10,7 +10,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.bloodlib-installed
 
-.PHONY: reports test env data clean-reports lab
+.PHONY: reports test env data clean-reports lab bench
 
 reports: data
 	$(PY) -m bloodlib report --profile $(PROFILE) --jobs $(JOBS)
@@ -28,6 +28,9 @@ $(STAMP): pyproject.toml
 
 data: env
 	$(PY) -m bloodlib data fetch --all
+
+bench: env
+	$(PY) bench/pipeline_speed.py --profile $(PROFILE)
 
 lab: env
 	$(VENV)/bin/jupyter lab notebooks/

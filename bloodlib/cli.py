@@ -4,7 +4,9 @@
     bloodlib data fetch NAME... | --all     download into the user cache and verify
     bloodlib data verify NAME... | --all    hash every file against the registry
     bloodlib report [--profile cpu] [--only NAME ...] [--jobs N]
-    bloodlib train TASK [--profile cpu]      train a task's models into the model cache
+    bloodlib train [TASK|all] [--profile cpu]  train a task's models (default: all) into the model cache
+    bloodlib analyze PATH... [--out DIR] [--models DIR] [--age N --sex M|F]
+                                            smear images -> counts, differential, COVID-19 probability
 """
 
 from __future__ import annotations
@@ -97,13 +99,25 @@ def cmd_train(args: argparse.Namespace) -> int:
 
     from bloodlib.paths import project_root
 
-    if args.task not in TRAINERS:
+    if args.task != "all" and args.task not in TRAINERS:
         known = ", ".join(TRAINERS) or "none yet"
-        print(f"bloodlib train: unknown task {args.task!r}; known: {known}", file=sys.stderr)
+        print(f"bloodlib train: unknown task {args.task!r}; known: {known}, all", file=sys.stderr)
         return 2
-    module_name, function_name = TRAINERS[args.task].split(":")
-    train = getattr(importlib.import_module(module_name), function_name)
-    return train(args.profile, project_root())
+    status = 0
+    for task in TRAINERS if args.task == "all" else [args.task]:
+        module_name, function_name = TRAINERS[task].split(":")
+        train = getattr(importlib.import_module(module_name), function_name)
+        status = max(status, train(args.profile, project_root()))
+    return status
+
+
+def cmd_analyze(args: argparse.Namespace) -> int:
+    import os
+
+    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # before torch loads OpenMP: idle threads sleep, not spin
+    from bloodlib.pipeline.analyze import analyze_cli
+
+    return analyze_cli(args)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -129,9 +143,24 @@ def build_parser() -> argparse.ArgumentParser:
     report.set_defaults(func=cmd_report)
 
     train = commands.add_parser("train", help="train a task's models into the model cache")
-    train.add_argument("task", help=f"one of: {', '.join(TRAINERS) or 'none yet'}")
+    train.add_argument("task", nargs="?", default="all", help=f"one of: {', '.join(TRAINERS)}, or all (the default)")
     train.add_argument("--profile", choices=PROFILES, default=DEFAULT_PROFILE)
     train.set_defaults(func=cmd_train)
+
+    analyze = commands.add_parser(
+        "analyze", help="smear images -> counts, WBC differential, COVID-19 probability (research tool, not a "
+        "diagnostic device)")
+    analyze.add_argument("paths", nargs="+", metavar="PATH", help="an image, or a folder of one sample's images")
+    analyze.add_argument("--out", default="bloodlib-analysis", help="output folder (default: ./bloodlib-analysis)")
+    analyze.add_argument("--models", metavar="DIR",
+                         help="models root laid out like BLOODLIB_MODELS (default: the model cache)")
+    analyze.add_argument("--age", type=float, help="patient age in years (with --sex)")
+    analyze.add_argument("--sex", choices=["M", "F", "m", "f"], help="patient sex (with --age)")
+    analyze.add_argument("--profile", choices=PROFILES, default=DEFAULT_PROFILE,
+                         help="parameters params/<profile>/04_pipeline.yaml (which models, thresholds, batch size)")
+    analyze.add_argument("--no-images", action="store_true", help="skip the annotated PNGs")
+    analyze.add_argument("--quiet", action="store_true", help="no progress bar")
+    analyze.set_defaults(func=cmd_analyze)
     return parser
 
 

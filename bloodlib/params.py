@@ -32,6 +32,7 @@ SCHEMAS: dict[str, str] = {
     "01_detection": "bloodlib.detection.params:DetectionParams",
     "02_wbc_subtypes": "bloodlib.classification.params:WbcSubtypesParams",
     "03_covid_diagnosis": "bloodlib.diagnosis.params:CovidDiagnosisParams",
+    "04_pipeline": "bloodlib.pipeline.params:PipelineParams",
 }
 
 # Parameters the report runner injects into every notebook besides its schema.
@@ -177,4 +178,11 @@ DATASETS: dict[str, tuple[str, ...]] = {
     "01_detection": ("BCCD",),
     "02_wbc_subtypes": ("blood-cells", "BCCD"),
     "03_covid_diagnosis": ("covid-osr", "covid-einstein"),
+    "04_pipeline": ("BCCD", "blood-cells", "covid-osr"),
+}
+
+# Notebooks whose trained models a notebook reuses from the model cache: the report runner starts
+# it only after them (``bloodlib report --jobs N``).
+DEPENDS: dict[str, tuple[str, ...]] = {
+    "04_pipeline": ("01_detection", "02_wbc_subtypes"),
 }

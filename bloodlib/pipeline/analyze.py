@@ -1,0 +1,272 @@
+"""``bloodlib analyze PATH... [--out DIR] [--models DIR] [--age N --sex M|F]``: the pipeline end to end.
+
+Every PATH is a sample (a folder of fields, or one image, see :mod:`bloodlib.pipeline.io`). The
+images of all samples go through one batched inference pass (:func:`~bloodlib.pipeline.infer.run_fields`,
+with a progress bar); each image's outputs are written as soon as it is done, each sample's once
+all its images are, then ``summary.csv`` and ``messages.csv`` (:mod:`bloodlib.pipeline.outputs`).
+A file that cannot be analysed is reported and skipped; the exit code is 1 if any input failed.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections import deque
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from bloodlib.fsutil import atomic_write_text
+from bloodlib.pipeline import NOTICE
+from bloodlib.pipeline.aggregate import SampleAggregate, aggregate, covid_flags
+from bloodlib.pipeline.infer import FieldResult
+from bloodlib.pipeline.io import ERROR, WARNING, Field, Problem, plan_inputs
+from bloodlib.pipeline.params import PipelineParams
+
+
+@dataclass
+class AnalyzeResult:
+    """What a run produced: per-sample aggregates and COVID-19 outputs, every problem, timing."""
+
+    out: Path
+    samples: list[tuple[SampleAggregate, dict[str, Any]]]
+    problems: list[Problem]
+    images: int
+    images_ok: int
+    seconds: float
+    info: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def failed(self) -> bool:
+        """Whether any input (file, folder or path) failed."""
+        return any(p.level == ERROR for p in self.problems)
+
+    @property
+    def exit_code(self) -> int:
+        return 1 if self.failed else 0
+
+
+def check_demographics(age: float | None, sex: str | None) -> tuple[float | None, int | None]:
+    """``(age, sex as OSR codes it: 1 = male, 0 = female)``, both None if not given.
+
+    Raises:
+        ValueError: only one of the two given, age outside 0-120, or sex not M/F.
+    """
+    if (age is None) != (sex is None):
+        raise ValueError("give both --age and --sex, or neither (the model with age and sex needs both)")
+    if age is None:
+        return None, None
+    if not 0 <= float(age) <= 120:
+        raise ValueError(f"--age must be between 0 and 120 years, got {age}")
+    code = str(sex).strip().upper()
+    if code not in ("M", "F"):
+        raise ValueError(f"--sex must be M or F, got {sex!r}")
+    return float(age), int(code == "M")
+
+
+def _covid_model(p: PipelineParams, root: Path) -> tuple[Any, dict[str, Any]]:
+    """The scale-free COVID-19 model (cached, or fitted on OSR) and a description; ``(None, {"unavailable":
+    reason})`` when OSR is missing (counts still come out, probabilities do not)."""
+    from bloodlib.pipeline.covid import load_or_fit
+
+    try:
+        model = load_or_fit(p, root)
+    except (OSError, RuntimeError, ValueError) as err:
+        return None, {"unavailable": f"{type(err).__name__}: {err}"}
+    return model, {"classifier": model.classifier, "features": model.features, "n": model.n,
+                   "n_positive": model.n_positive, "key": model.key, "params": model.params}  # fmt: skip
+
+
+def _covid_unavailable(reason: str) -> dict[str, Any]:
+    return {"probability": math.nan, "model": "", "out_of_range": [], "imputed": [], "unavailable": reason}
+
+
+def analyze(
+    paths: list[str | Path],
+    out: str | Path,
+    p: PipelineParams,
+    *,
+    models_root: Path | None = None,
+    age: float | None = None,
+    sex: str | None = None,
+    annotate_images: bool = True,
+    progress: bool = True,
+) -> AnalyzeResult:
+    """Analyse ``paths`` into the folder ``out`` (created if needed); see the module docstring.
+
+    Raises:
+        ModelsNotFoundError: the detector or the classifier is not in the model cache.
+        ValueError: bad ``age``/``sex``.
+    """
+    import torch
+
+    from bloodlib.modelcache import models_root as default_root
+    from bloodlib.pipeline import covid as C
+    from bloodlib.pipeline import outputs as O
+    from bloodlib.pipeline.annotate import annotate, png_bytes
+    from bloodlib.pipeline.infer import Classifier, Detector, run_fields
+    from bloodlib.pipeline.models import load_models
+
+    started = time.perf_counter()
+    age_value, sex_code = check_demographics(age, sex)
+    torch.set_num_threads(p.num_threads)
+    out = Path(out)
+    root = Path(models_root) if models_root is not None else default_root()
+    plan = plan_inputs(paths)
+    problems = list(plan.problems)
+    models = load_models(p, root=root, train_missing=False)
+    covid_model, covid_info = _covid_model(p, root)
+    if covid_model is None:
+        reason = covid_info["unavailable"]
+        problems.append(Problem(WARNING, "", "", f"no COVID-19 model, probabilities left empty: {reason}"))
+    detector, classifier = Detector(models.detector, p.precision), Classifier(models.classifier, models.policy)
+
+    fields = plan.fields
+    results: dict[str, list] = {s: [] for s in plan.samples}
+    inference_started = time.perf_counter()
+    stream = run_fields(
+        [f.path for f in fields],
+        detector,
+        classifier,
+        models.thresholds,
+        batch_size=p.batch_size,
+        num_workers=p.num_workers,
+        max_side=p.max_side,
+        min_side=p.min_side,
+        progress=progress,
+    )
+
+    def write(f: Field, r: FieldResult) -> None:
+        png = png_bytes(annotate(r, title=f"{f.sample}/{f.name}")) if annotate_images else None
+        O.write_field(out / "samples" / f.sample, f, r, models.thresholds, png)
+        r.rgb = None  # the image is no longer needed
+
+    # one writer thread: PNG encoding and file writes overlap with inference (zlib and OpenCV release the GIL)
+    with ThreadPoolExecutor(max_workers=1) as writer:
+        pending: deque[Future] = deque()
+        for f, r in zip(fields, stream):
+            if r.ok:
+                pending.append(writer.submit(write, f, r))
+                problems += [Problem(WARNING, f.sample, str(f.path), w) for w in r.warnings]
+            else:
+                problems.append(Problem(ERROR, f.sample, str(f.path), r.error or "failed"))
+            results[f.sample].append(r)
+            while len(pending) > 2 * p.batch_size or (pending and pending[0].done()):
+                pending.popleft().result()  # bounded memory; a failed write raises here
+        for future in pending:
+            future.result()
+    inference_s = time.perf_counter() - inference_started
+
+    samples = []
+    demographics = {"age": age_value, "sex": {1: "M", 0: "F"}.get(sex_code)} if age_value is not None else {}
+    for name, sample_fields in plan.samples.items():
+        agg = aggregate(name, plan.sources[name], sample_fields, results[name], C.COUNT_PSEUDO)
+        if not agg.ok:
+            prediction = _covid_unavailable("no image of this sample was analysed")
+            if sample_fields:
+                problems.append(Problem(ERROR, name, plan.sources[name], "no image of this sample could be analysed"))
+        elif covid_model is None:
+            prediction = _covid_unavailable(covid_info["unavailable"])
+        else:
+            prediction = covid_model.predict(agg.features, age=age_value, sex=sex_code)
+        covid = covid_flags(agg, prediction, p.min_wbc_confident)
+        samples.append((agg, covid))
+        folder = out / "samples" / name
+        atomic_write_text(folder / "fields.csv", O.fields_csv(sample_fields, results[name]))
+        atomic_write_text(
+            folder / "sample.json",
+            O.json_text(O.sample_payload(agg, covid, sample_fields, results[name], demographics)),
+        )
+
+    atomic_write_text(out / "summary.csv", O.summary_csv(samples))
+    atomic_write_text(out / "messages.csv", O.messages_csv(problems))
+    atomic_write_text(out / "NOTICE.txt", O.NOTICE_TEXT)
+    images_ok = sum(r.ok for rs in results.values() for r in rs)
+    seconds = time.perf_counter() - started
+    from bloodlib.params import as_dict
+
+    info = {
+        "inputs": [str(x) for x in paths],
+        "models": models.info,
+        "detector_precision": detector.precision,
+        "score_thresholds": models.thresholds,
+        "score_threshold_source": models.threshold_source,
+        "covid19_model": covid_info,
+        "params": as_dict(p),
+        "images": len(fields),
+        "images_analysed": images_ok,
+        "seconds_total": seconds,
+        "seconds_inference_and_writing": inference_s,
+        "images_per_second": len(fields) / inference_s if inference_s > 0 else None,
+        "errors": sum(x.level == ERROR for x in problems),
+        "warnings": sum(x.level == WARNING for x in problems),
+    }
+    atomic_write_text(out / "run.json", O.json_text(info))
+    return AnalyzeResult(out, samples, problems, len(fields), images_ok, seconds, info)
+
+
+def print_report(result: AnalyzeResult, write: Any = print) -> None:
+    """A short human-readable account of a run (one line per sample, the problems, the notice)."""
+    for agg, covid in sorted(result.samples, key=lambda s: s[0].sample):
+        if not agg.ok:
+            write(f"{agg.sample}: FAILED ({agg.fields} file(s), none analysed)")
+            continue
+        t = agg.totals
+        prob = covid.get("probability", math.nan)
+        prob_text = (
+            "n/a"
+            if prob is None or math.isnan(prob)
+            else f"{prob:.2f}" + (" (low confidence)" if covid.get("low_confidence") else "")
+        )
+        nlr = agg.ratios["nlr"]
+        nlr_text = "n/a (no lymphocyte)" if math.isnan(nlr) else f"{nlr:.2f}"
+        write(
+            f"{agg.sample}: {agg.fields_ok}/{agg.fields} images, RBC {t['rbc']}, WBC {t['wbc']}, platelets "
+            f"{t['platelets']}; NLR {nlr_text}; COVID-19 probability {prob_text}"
+        )
+    errors = [p for p in result.problems if p.level == ERROR]
+    warnings = [p for p in result.problems if p.level == WARNING]
+    for p in errors:
+        write(f"error: {p.path or p.sample}: {p.message}")
+    for p in warnings[:10]:
+        write(f"warning: {p.path or p.sample}: {p.message}")
+    if len(warnings) > 10:
+        write(f"... {len(warnings) - 10} more warning(s) in messages.csv")
+    rate = result.info.get("images_per_second")
+    write(
+        f"{result.images_ok}/{result.images} images analysed in {result.seconds:.1f} s"
+        + (f" ({rate:.1f} images/s after loading the models)" if rate else "")
+        + f"; outputs in {result.out}"
+    )
+    write(NOTICE)
+
+
+def analyze_cli(args: Any) -> int:
+    """The ``bloodlib analyze`` command (arguments parsed in :mod:`bloodlib.cli`): 0 ok, 1 an input
+    failed, 2 no models or bad arguments."""
+    import sys
+
+    from bloodlib.params import ParamsError, load_params
+    from bloodlib.pipeline.models import ModelsNotFoundError
+
+    try:
+        p = load_params("04_pipeline", args.profile)
+        result = analyze(
+            args.paths,
+            args.out,
+            p,
+            models_root=args.models,
+            age=args.age,
+            sex=args.sex,
+            annotate_images=not args.no_images,
+            progress=not args.quiet,
+        )
+    except (ModelsNotFoundError, ParamsError, ValueError) as err:
+        print(f"bloodlib analyze: {err}", file=sys.stderr)
+        return 2
+    print_report(result)
+    return result.exit_code
+
+
+__all__ = ["AnalyzeResult", "analyze", "analyze_cli", "check_demographics", "print_report"]

@@ -1,0 +1,265 @@
+"""Inputs of ``bloodlib analyze``: which files form which sample, and reading one image safely.
+
+A PATH on the command line is an image (a sample of one field) or a folder (one sample, one
+patient's smear: every file directly inside it is a field of view; hidden files are skipped and
+sub-folders are not descended into). Every problem is reported per file and never stops the
+batch:
+
+========================================  ==========================================================
+input                                      outcome
+========================================  ==========================================================
+path that does not exist                   error
+empty folder / folder without images       error (the sample fails)
+unreadable file (permissions, I/O)         error
+empty or non-image file                    error ("not an image")
+truncated or corrupt image                 error
+grayscale image (8 or 16 bit)              error: the models read the stain colours
+colour image with R = G = B everywhere     error (a grayscale image saved as RGB)
+RGBA / palette with transparency           warning: composited onto white, then analysed
+16-bit colour PNG                          warning: reduced to 8 bits per channel, then analysed
+side over ``max_side`` pixels              warning: resized to ``max_side``, boxes reported in
+                                           the original pixels
+side under ``min_side`` pixels             error
+========================================  ==========================================================
+"""
+
+from __future__ import annotations
+
+import io
+import re
+import warnings
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+ERROR = "error"
+WARNING = "warning"
+PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+_GRAY_MODES = ("1", "L", "LA", "La", "I", "I;16", "I;16L", "I;16B", "I;16N", "F")
+
+
+class ImageInputError(ValueError):
+    """An input file cannot be analysed; the message says why (the caller adds the path)."""
+
+
+@dataclass(frozen=True)
+class Problem:
+    """One per-file (or per-sample) message of a run.
+
+    Attributes:
+        level: ``"error"`` (the file or sample was not analysed) or ``"warning"`` (it was, with a change).
+        sample: the sample the input belongs to.
+        path: the input as given (or the file inside a given folder).
+        message: what happened, in words.
+    """
+
+    level: str
+    sample: str
+    path: str
+    message: str
+
+
+@dataclass(frozen=True)
+class Field:
+    """One image of a sample. ``name`` is unique within the sample (names its output files)."""
+
+    sample: str
+    path: Path
+    name: str
+
+
+@dataclass
+class InputPlan:
+    """The samples of a run, in command-line order, and the problems found while listing them."""
+
+    samples: dict[str, list[Field]] = field(default_factory=dict)
+    sources: dict[str, str] = field(default_factory=dict)  # sample -> the PATH given
+    problems: list[Problem] = field(default_factory=list)
+
+    @property
+    def fields(self) -> list[Field]:
+        """Every field of every sample, in order."""
+        return [f for fields in self.samples.values() for f in fields]
+
+
+def safe_name(text: str) -> str:
+    """``text`` reduced to letters, digits, ``.``, ``_`` and ``-`` (output file and folder names)."""
+    name = re.sub(r"[^A-Za-z0-9._-]+", "_", text).strip("._")
+    return name or "sample"
+
+
+def _unique(name: str, taken: set[str]) -> str:
+    candidate, k = name, 2
+    while candidate.lower() in taken:
+        candidate, k = f"{name}-{k}", k + 1
+    taken.add(candidate.lower())
+    return candidate
+
+
+def _field_names(paths: list[Path]) -> list[str]:
+    """Output names of a sample's files: the stem, or the whole name where stems collide."""
+    stems = [safe_name(p.stem) for p in paths]
+    taken: set[str] = set()
+    out = []
+    for path, stem in zip(paths, stems):
+        base = stem if stems.count(stem) == 1 else safe_name(path.name)
+        out.append(_unique(base, taken))
+    return out
+
+
+def _sample_name(path: Path) -> str:
+    """A folder's name, a file's stem (``.`` and ``..`` resolved)."""
+    if path.name in ("", ".", ".."):
+        path = path.resolve()
+    return safe_name(path.stem if path.is_file() else path.name)
+
+
+def plan_inputs(paths: list[str | Path]) -> InputPlan:
+    """Turn command-line PATHs into samples (see the module docstring); never raises for bad paths."""
+    plan = InputPlan()
+    taken: set[str] = set()
+    for given in paths:
+        path = Path(given)
+        sample = _unique(_sample_name(path), taken)
+        plan.sources[sample] = str(given)
+        if not path.exists() and not path.is_symlink():
+            plan.samples[sample] = []
+            plan.problems.append(Problem(ERROR, sample, str(given), "path does not exist"))
+        elif path.is_dir():
+            try:
+                entries = sorted(path.iterdir(), key=lambda p: p.name)
+            except OSError as err:
+                plan.samples[sample] = []
+                plan.problems.append(Problem(ERROR, sample, str(given), f"cannot list folder: {err.strerror or err}"))
+                continue
+            files = [p for p in entries if not p.name.startswith(".") and not p.is_dir()]
+            for sub in (p for p in entries if p.is_dir() and not p.name.startswith(".")):
+                plan.problems.append(
+                    Problem(WARNING, sample, str(sub), "sub-folder not analysed (a sample is one folder of images)")
+                )
+            plan.samples[sample] = [Field(sample, p, n) for p, n in zip(files, _field_names(files))]
+            if not files:
+                plan.problems.append(Problem(ERROR, sample, str(given), "empty folder: no image files in it"))
+        else:  # a file, or a dangling link (reading it reports the error)
+            plan.samples[sample] = [Field(sample, path, safe_name(path.stem))]
+    return plan
+
+
+@dataclass
+class LoadedImage:
+    """A decoded input image.
+
+    Attributes:
+        rgb: ``(H, W, 3)`` uint8 RGB, after any resize (what the models see).
+        width, height: the file's size in pixels (boxes are reported in these coordinates).
+        scale: ``rgb`` side / original side (1.0 unless resized).
+        warnings: changes made to the image, in words.
+    """
+
+    rgb: np.ndarray
+    width: int
+    height: int
+    scale: float
+    warnings: list[str]
+
+
+def read_bytes(path: Path) -> bytes:
+    """The file's bytes (a separate function so that tests can make a file unreadable)."""
+    return Path(path).read_bytes()
+
+
+def _png_bit_depth(data: bytes) -> int | None:
+    if data[:8] == PNG_SIGNATURE and data[12:16] == b"IHDR" and len(data) > 25:
+        return data[24]
+    return None
+
+
+def _to_rgb(image, notes: list[str]) -> np.ndarray:
+    """``(H, W, 3)`` uint8 RGB of a decoded PIL image; grayscale is refused, alpha composited on white."""
+    from PIL import Image
+
+    if image.mode == "P":
+        image = image.convert("RGBA" if "transparency" in image.info else "RGB")
+    elif image.mode == "PA":
+        image = image.convert("RGBA")
+    if image.mode in _GRAY_MODES:
+        raise ImageInputError(
+            f"grayscale image (mode {image.mode}): the detector and the WBC classifier read the stain "
+            "colours; give a colour (RGB) image of a stained smear"
+        )
+    if image.mode in ("RGBA", "RGBa"):
+        alpha = np.asarray(image.getchannel("A"))
+        notes.append(
+            "alpha channel: transparent parts composited onto white"
+            if alpha.min() < 255
+            else "alpha channel ignored (fully opaque)"
+        )
+        background = Image.new("RGB", image.size, (255, 255, 255))
+        background.paste(image.convert("RGBA"), mask=image.convert("RGBA").getchannel("A"))
+        image = background
+    elif image.mode != "RGB":
+        notes.append(f"converted from mode {image.mode} to RGB")
+        image = image.convert("RGB")
+    rgb = np.array(image, dtype=np.uint8)  # a writable copy
+    sample = rgb[::8, ::8].astype(np.int16)
+    if int(np.abs(sample - sample[..., :1]).max()) == 0:
+        raise ImageInputError(
+            "grayscale image saved as colour (R = G = B everywhere): the models read the stain colours; "
+            "give a colour image of a stained smear"
+        )
+    return rgb
+
+
+def load_image(path: Path, *, max_side: int, min_side: int) -> LoadedImage:
+    """Decode and validate one input image (see the module docstring for every case).
+
+    Raises:
+        ImageInputError: the file cannot be analysed; the message says why.
+    """
+    from PIL import Image, ImageOps, UnidentifiedImageError
+
+    try:
+        data = read_bytes(path)
+    except IsADirectoryError:
+        raise ImageInputError("is a folder, not an image file") from None
+    except OSError as err:
+        raise ImageInputError(f"cannot read file: {err.strerror or err}") from None
+    if not data:
+        raise ImageInputError("empty file (0 bytes), not an image")
+    notes: list[str] = []
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            with Image.open(io.BytesIO(data)) as image:
+                if getattr(image, "n_frames", 1) > 1:
+                    notes.append(f"{image.n_frames} frames: only the first is analysed")
+                image.load()
+                image = ImageOps.exif_transpose(image)
+                width, height = image.size
+                if _png_bit_depth(data) == 16:
+                    notes.append("16-bit PNG: reduced to 8 bits per channel")
+                if min(width, height) < min_side:
+                    raise ImageInputError(f"image is {width}x{height} px, smaller than {min_side} px a side")
+                rgb = _to_rgb(image, notes)
+    except ImageInputError:
+        raise
+    except UnidentifiedImageError:
+        raise ImageInputError("not an image (or an image format Pillow cannot read)") from None
+    except Image.DecompressionBombError as err:
+        raise ImageInputError(f"image too large to decode safely: {err}") from None
+    except (OSError, SyntaxError, ValueError) as err:
+        raise ImageInputError(f"truncated or corrupt image: {err}") from None
+    scale = 1.0
+    if max(width, height) > max_side:
+        import cv2
+
+        scale = max_side / max(width, height)
+        size = (max(1, round(width * scale)), max(1, round(height * scale)))
+        rgb = cv2.resize(rgb, size, interpolation=cv2.INTER_AREA)
+        notes.append(
+            f"image is {width}x{height} px, over {max_side} px a side: resized to {size[0]}x{size[1]} "
+            "(boxes are reported in the original pixels; the detector squashes every image to 300x300 as it did "
+            "BCCD's 640x480 fields, so a field much wider than BCCD's should be cut into BCCD-sized fields first)"
+        )
+    return LoadedImage(rgb=rgb, width=width, height=height, scale=scale, warnings=notes)
