@@ -135,3 +135,20 @@ def test_classify_boxes_returns_probabilities_per_box():
     image[30:50, 90:110] = (110, 50, 170)
     probs = classify_boxes(build_model("arch1"), policy, image, [(88, 28, 112, 52), (-5, -5, 10, 10)])
     assert probs.shape == (2, 4) and torch.allclose(probs.sum(1), torch.ones(2))
+
+
+def test_test_time_augmentation_is_orientation_free():
+    from bloodlib.classification.engine import predict_logits, symmetry_views
+
+    square, wide = torch.rand(2, 3, 16, 16), torch.rand(2, 3, 16, 24)
+    assert len(symmetry_views(square)) == 8 and len(symmetry_views(wide)) == 4
+    assert all(v.shape == wide.shape for v in symmetry_views(wide))
+    torch.manual_seed(0)
+    model = build_model("arch1")  # not rotation-invariant: plain predictions change when the cell turns
+    canvases = torch.randint(0, 256, (4, 3, 40, 40), dtype=torch.uint8)
+    turned = torch.rot90(canvases, 1, dims=(2, 3))
+    plain, plain_turned = predict_logits(model, canvases, (32, 32)), predict_logits(model, turned, (32, 32))
+    assert not torch.allclose(plain, plain_turned, atol=1e-4)
+    tta = predict_logits(model, canvases, (32, 32), tta=True)
+    assert torch.allclose(tta, predict_logits(model, turned, (32, 32), tta=True), atol=1e-5)
+    assert torch.allclose(tta.exp().sum(1), torch.ones(4), atol=1e-5)

@@ -105,17 +105,38 @@ def _loss(outputs: Any, targets: torch.Tensor, config: TrainConfig) -> tuple[tor
     return loss, logits
 
 
+def symmetry_views(x: torch.Tensor) -> list[torch.Tensor]:
+    """The views test-time augmentation averages over, each ``(B, 3, h, w)`` like ``x``.
+
+    A blood cell has no orientation: a square input gives its 8 dihedral views (rotations by
+    0/90/180/270 degrees and their mirror images), a non-square one the 4 that keep its shape
+    (identity, both mirror images, 180 degrees).
+    """
+    if x.shape[-1] == x.shape[-2]:
+        rotations = [torch.rot90(x, k, dims=(-2, -1)) for k in range(4)]
+        return rotations + [torch.flip(r, dims=(-1,)) for r in rotations]
+    return [x, torch.flip(x, dims=(-1,)), torch.flip(x, dims=(-2,)), torch.flip(x, dims=(-2, -1))]
+
+
+def _forward(model: nn.Module, x: torch.Tensor, tta: bool) -> torch.Tensor:
+    if not tta:
+        return model(x).float()
+    probs = torch.stack([F.softmax(model(v).float(), dim=1) for v in symmetry_views(x)]).mean(0)
+    return probs.clamp_min(1e-12).log()
+
+
 @torch.no_grad()
 def predict_logits(
-    model: nn.Module, canvases: torch.Tensor, input_size: tuple[int, int], batch_size: int = 128
+    model: nn.Module, canvases: torch.Tensor, input_size: tuple[int, int], batch_size: int = 128, *, tta: bool = False
 ) -> torch.Tensor:
     """``(N, 3, Hc, Wc)`` uint8 canvases -> ``(N, C)`` float logits on the CPU (eval mode, centre
-    crop; computed on the model's device)."""
+    crop; computed on the model's device). With ``tta`` the logits are the log of the class
+    probabilities averaged over :func:`symmetry_views` (test-time augmentation)."""
     model.eval()
     device = next(model.parameters()).device
     transform = eval_transform(input_size)
     outs = [
-        model(transform(canvases[i : i + batch_size]).to(device)).float().cpu()
+        _forward(model, transform(canvases[i : i + batch_size]).to(device), tta).cpu()
         for i in range(0, len(canvases), batch_size)
     ]
     return torch.cat(outs) if outs else torch.zeros((0, 0))

@@ -25,13 +25,21 @@ PAPER_KEYS = {
 
 
 def predictions(
-    models: dict[str, torch.nn.Module], sets: dict[str, CanvasSet], input_size: tuple[int, int], *, batch_size: int
+    models: dict[str, torch.nn.Module],
+    sets: dict[str, CanvasSet],
+    input_size: tuple[int, int],
+    *,
+    batch_size: int,
+    tta: bool = False,
 ) -> pd.DataFrame:
-    """One row per (model, set, image): ``model, set, item, y_true, y_pred, group, source, p_<CLASS>...``."""
+    """One row per (model, set, image): ``model, set, item, y_true, y_pred, group, source, p_<CLASS>...``.
+
+    ``tta``: average the class probabilities over each input's rotations and mirror images
+    (:func:`~.engine.symmetry_views`)."""
     frames = []
     for name, model in models.items():
         for set_name, data in sets.items():
-            logits = predict_logits(model, data.canvases, input_size, batch_size)
+            logits = predict_logits(model, data.canvases, input_size, batch_size, tta=tta)
             probs = torch.softmax(logits, 1).numpy()
             frame = pd.DataFrame({
                 "model": name,
