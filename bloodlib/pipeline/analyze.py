@@ -105,7 +105,7 @@ def analyze(
     from bloodlib.pipeline import covid as C
     from bloodlib.pipeline import outputs as O
     from bloodlib.pipeline.annotate import annotate, png_bytes
-    from bloodlib.pipeline.infer import Classifier, Detector, run_fields
+    from bloodlib.pipeline.infer import Classifier, Detector, run_fields_of
     from bloodlib.pipeline.models import load_models
 
     started = time.perf_counter()
@@ -125,17 +125,7 @@ def analyze(
     fields = plan.fields
     results: dict[str, list] = {s: [] for s in plan.samples}
     inference_started = time.perf_counter()
-    stream = run_fields(
-        [f.path for f in fields],
-        detector,
-        classifier,
-        models.thresholds,
-        batch_size=p.batch_size,
-        num_workers=p.num_workers,
-        max_side=p.max_side,
-        min_side=p.min_side,
-        progress=progress,
-    )
+    stream = run_fields_of(p, [f.path for f in fields], detector, classifier, models.thresholds, progress=progress)
 
     def write(f: Field, r: FieldResult) -> None:
         png = png_bytes(annotate(r, title=f"{f.sample}/{f.name}")) if annotate_images else None

@@ -329,3 +329,17 @@ def detect_paths(
         inputs = torch.stack([item["input"] for item in batch])
         out += detector(inputs, [item["rgb"].shape[:2] for item in batch])
     return out
+
+
+def run_fields_of(
+    p: Any, paths: Sequence[Path], detector: Detector, classifier: Classifier, thresholds: dict[str, float], *,
+    progress: bool = False, num_workers: int | None = None,
+) -> Iterator[FieldResult]:  # fmt: skip
+    """:func:`run_fields` with the batch size, decoding workers and image-size limits of the
+    pipeline parameters ``p`` (:class:`~bloodlib.pipeline.params.PipelineParams`); ``num_workers``
+    overrides ``p.num_workers``."""
+    return run_fields(
+        paths, detector, classifier, thresholds, batch_size=p.batch_size,
+        num_workers=p.num_workers if num_workers is None else num_workers, max_side=p.max_side,
+        min_side=p.min_side, progress=progress,
+    )  # fmt: skip

@@ -53,35 +53,12 @@ def torchvision_images_per_s(paths: Sequence[Path], *, batch_size: int, num_work
 def pipeline_images_per_s(paths: Sequence[Path], models: Any, p: PipelineParams, precision: str) -> tuple[float, str]:
     """Images/s of :func:`~bloodlib.pipeline.infer.run_fields` (decode, detect, classify) on ``paths``,
     and the precision it ran in."""
-    from bloodlib.pipeline.infer import Classifier, Detector, run_fields
+    from bloodlib.pipeline.infer import Classifier, Detector, run_fields_of
 
     detector, classifier = Detector(models.detector, precision), Classifier(models.classifier, models.policy)
-    list(
-        run_fields(
-            paths[: p.batch_size],
-            detector,
-            classifier,
-            models.thresholds,
-            batch_size=p.batch_size,
-            num_workers=0,
-            max_side=p.max_side,
-            min_side=p.min_side,
-        )
-    )  # warm-up
+    list(run_fields_of(p, paths[: p.batch_size], detector, classifier, models.thresholds, num_workers=0))  # warm-up
     started = time.perf_counter()
-    n = sum(
-        1
-        for _ in run_fields(
-            paths,
-            detector,
-            classifier,
-            models.thresholds,
-            batch_size=p.batch_size,
-            num_workers=p.num_workers,
-            max_side=p.max_side,
-            min_side=p.min_side,
-        )
-    )
+    n = sum(1 for _ in run_fields_of(p, paths, detector, classifier, models.thresholds))
     return n / (time.perf_counter() - started), detector.precision
 
 
