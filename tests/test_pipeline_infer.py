@@ -135,3 +135,16 @@ def test_find_run_by_parameters(tmp_path):
     ignore = (("split", "val_groups"),)
     assert find_run(tmp_path, "task", {"x": 1, "split": {"val_groups": []}}, ignore) == tmp_path / "task" / "a"
     assert find_run(tmp_path, "task", {"x": 3}) is None
+
+
+def test_bench_measures_both_pipelines_on_real_images():
+    """The bench's two measurements run end to end (speed itself is a benchmark, not a test)."""
+    from pipeline_helpers import quick_params
+
+    from bloodlib.pipeline.speed import pipeline_images_per_s, torchvision_images_per_s
+
+    paths = bccd_images(4)
+    rate, precision = pipeline_images_per_s(paths, tiny_models(), quick_params(), "float32")
+    assert rate > 0 and precision == "float32"
+    reference, model = torchvision_images_per_s(paths[:2], batch_size=2, num_workers=0)
+    assert reference > 0 and model.head.classification_head.num_columns == 4
