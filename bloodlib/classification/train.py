@@ -15,7 +15,6 @@ re-run loads instead of training. ``bloodlib train wbc --profile cpu`` calls :fu
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -78,13 +77,10 @@ def train_config(p: WbcSubtypesParams, model: str) -> TrainConfig:
     )
 
 
-def _sha256(path: Path) -> str:
-    return hashlib.sha256(path.read_bytes()).hexdigest()
-
-
 def data_checksums() -> dict[str, Any]:
     """Registry checksums of blood-cells and BCCD plus the source map's sha256 (cache keys)."""
     from bloodlib.data import locate, verify
+    from bloodlib.data.download import sha256_file
 
     out: dict[str, Any] = {}
     for name in ("blood-cells", "BCCD"):
@@ -92,7 +88,7 @@ def data_checksums() -> dict[str, Any]:
         if not result.ok:
             raise ValueError(f"data set {name} at {result.path} does not verify: {'; '.join(result.problems)}")
         out[name] = result.as_dict()["sha256"]
-    out["source_map"] = _sha256(source_map_path(locate("blood-cells")))
+    out["source_map"] = sha256_file(source_map_path(locate("blood-cells")))
     return out
 
 
@@ -241,22 +237,6 @@ def train_models(p: WbcSubtypesParams, data: WbcData, *, progress: bool = True) 
             run_folder=run.folder,
         )
     return out
-
-
-def load_trained_model(p: WbcSubtypesParams, name: str) -> torch.nn.Module:
-    """Model ``name`` trained with parameters ``p``, from the model cache (CPU, eval mode).
-
-    Raises:
-        FileNotFoundError: it was never trained with these parameters on this data; run
-            ``bloodlib train wbc --profile <profile>`` or render the notebook first.
-    """
-    from bloodlib.data import locate
-
-    split = train_val_split(p, dataset2_index(locate("blood-cells")))
-    run = model_run(p, name, data_checksums(), val_groups(split))
-    model = build_model(name, pretrained=False)
-    model.load_state_dict(run.load_final()["model"])
-    return model.cpu().eval()
 
 
 def train(profile: str, root: Path) -> int:
