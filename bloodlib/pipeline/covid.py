@@ -20,7 +20,6 @@ fall outside OSR's range.
 
 from __future__ import annotations
 
-import hashlib
 import io
 import json
 import math
@@ -33,6 +32,7 @@ import numpy as np
 import pandas as pd
 
 from bloodlib.fsutil import atomic_write_bytes, atomic_write_text
+from bloodlib.modelcache import run_key
 from bloodlib.pipeline.features import AGE_SEX, osr_features
 from bloodlib.pipeline.params import PipelineParams
 
@@ -226,9 +226,8 @@ def cache_key(p: PipelineParams) -> str:
         "inner_folds": p.inner_folds,
         "seed": p.seed,
         "sklearn": sklearn.__version__,
-        "osr": result.as_dict()["sha256"],
     }
-    return hashlib.sha256(json.dumps(spec, sort_keys=True).encode()).hexdigest()[:16]
+    return run_key(spec, {"covid-osr": result.as_dict()["sha256"]})
 
 
 def load_or_fit(p: PipelineParams, root: Path) -> CovidModel:
