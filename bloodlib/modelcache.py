@@ -115,6 +115,40 @@ class ModelRun:
         return torch.load(self.final_path, map_location="cpu", weights_only=False)
 
 
+def _canonical(value: Any) -> Any:
+    return json.loads(json.dumps(value, sort_keys=True, default=str))
+
+
+def _without(params: dict[str, Any], drop: tuple[tuple[str, ...], ...]) -> dict[str, Any]:
+    out = _canonical(params)
+    for keys in drop:
+        node = out
+        for key in keys[:-1]:
+            node = node.get(key, {})
+        node.pop(keys[-1], None)
+    return out
+
+
+def find_run(root: Path, task: str, params: dict[str, Any], ignore: tuple[tuple[str, ...], ...] = ()) -> Path | None:
+    """The folder of a finished run of ``task`` under ``root`` whose ``run.json`` parameters equal
+    ``params`` (keys in ``ignore`` left out on both sides); the newest if several, None if none.
+
+    For a user who has a models folder but not the training data, so the exact key (which
+    hashes the data checksums) cannot be computed. ``ignore`` holds key paths such as
+    ``("split", "val_groups")`` for parameters derived from the data.
+    """
+    wanted = _without(params, ignore)
+    found = []
+    for info in sorted((root / task).glob("*/run.json")):
+        try:
+            stored = json.loads(info.read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            continue
+        if (info.parent / "final.pt").is_file() and _without(stored.get("params", {}), ignore) == wanted:
+            found.append(info.parent)
+    return max(found, key=lambda f: (f.joinpath("final.pt").stat().st_mtime, f.name)) if found else None
+
+
 def seed_everything(seed: int) -> None:
     """Seed Python, NumPy and PyTorch (CPU and CUDA) for a reproducible run."""
     import random

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import json
+
 import pytest
 import torch
 
-from bloodlib.modelcache import ModelRun, models_root, run_key
+from bloodlib.modelcache import ModelRun, find_run, models_root, run_key
 
 
 def test_key_changes_with_params_and_data_only():
@@ -31,3 +33,16 @@ def test_checkpoint_then_final(tmp_path, monkeypatch):
     assert final["history"] == [{"epoch": 1, "loss": 0.5}] and final["wall_s"] == 1.5
     assert not run.checkpoint_path.exists() and (run.folder / "run.json").is_file()
     assert [p.name for p in run.folder.iterdir() if p.name.startswith(".")] == []
+
+
+def test_find_run_by_parameters(tmp_path):
+    for key, params, done in (("a", {"x": 1, "split": {"val_groups": [1]}}, True), ("b", {"x": 2}, True),
+                              ("c", {"x": 1, "split": {"val_groups": [2]}}, False)):
+        folder = tmp_path / "task" / key
+        folder.mkdir(parents=True)
+        (folder / "run.json").write_text(json.dumps({"params": params}))
+        if done:
+            (folder / "final.pt").write_bytes(b"")
+    ignore = (("split", "val_groups"),)
+    assert find_run(tmp_path, "task", {"x": 1, "split": {"val_groups": []}}, ignore) == tmp_path / "task" / "a"
+    assert find_run(tmp_path, "task", {"x": 3}) is None

@@ -120,23 +120,6 @@ def test_png_writer_round_trips():
         assert image.text == {"Disclaimer": NOTICE, "Source": "x.jpg"}
 
 
-def test_find_run_by_parameters(tmp_path):
-    import json
-
-    from bloodlib.pipeline.models import find_run
-
-    for key, params, done in (("a", {"x": 1, "split": {"val_groups": [1]}}, True), ("b", {"x": 2}, True),
-                              ("c", {"x": 1, "split": {"val_groups": [2]}}, False)):
-        folder = tmp_path / "task" / key
-        folder.mkdir(parents=True)
-        (folder / "run.json").write_text(json.dumps({"params": params}))
-        if done:
-            (folder / "final.pt").write_bytes(b"")
-    ignore = (("split", "val_groups"),)
-    assert find_run(tmp_path, "task", {"x": 1, "split": {"val_groups": []}}, ignore) == tmp_path / "task" / "a"
-    assert find_run(tmp_path, "task", {"x": 3}) is None
-
-
 def test_bench_measures_both_pipelines_on_real_images():
     """The bench's two measurements run end to end (speed itself is a benchmark, not a test)."""
     from pipeline_helpers import quick_params

@@ -72,6 +72,10 @@ def test_verify_detects_a_changed_byte(isolated, shared, monkeypatch):
     monkeypatch.setenv("BLOODLIB_DATA", str(isolated / "local"))
     result = R.verify("covid-osr")
     assert not result.ok and "covid_study_v2.xlsx: sha256" in result.problems[0]
+    with pytest.raises(R.DataMismatchError, match="data set covid-osr .* does not match the registry"):
+        R.verified_checksums("covid-osr")
+    monkeypatch.setenv("BLOODLIB_DATA", str(shared))
+    assert R.verified_checksums("covid-osr") == R.verify("covid-osr").as_dict()["sha256"]
 
 
 # ---------------------------------------------------------------- fetch against a loopback server

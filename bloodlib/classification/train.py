@@ -78,16 +78,15 @@ def train_config(p: WbcSubtypesParams, model: str) -> TrainConfig:
 
 
 def data_checksums() -> dict[str, Any]:
-    """Registry checksums of blood-cells and BCCD plus the source map's sha256 (cache keys)."""
-    from bloodlib.data import locate, verify
+    """Registry checksums of blood-cells and BCCD plus the source map's sha256 (cache keys).
+
+    Raises:
+        bloodlib.data.DataMismatchError: a data set is missing or differs from the registry.
+    """
+    from bloodlib.data import locate, verified_checksums
     from bloodlib.data.download import sha256_file
 
-    out: dict[str, Any] = {}
-    for name in ("blood-cells", "BCCD"):
-        result = verify(name)
-        if not result.ok:
-            raise ValueError(f"data set {name} at {result.path} does not verify: {'; '.join(result.problems)}")
-        out[name] = result.as_dict()["sha256"]
+    out: dict[str, Any] = {name: verified_checksums(name) for name in ("blood-cells", "BCCD")}
     out["source_map"] = sha256_file(source_map_path(locate("blood-cells")))
     return out
 

@@ -2,22 +2,26 @@
 
 from bloodlib.data.registry import (
     DATASETS,
+    DataMismatchError,
     DataNotFoundError,
     DatasetSpec,
     VerifyResult,
     fetch,
     get_spec,
     locate,
+    verified_checksums,
     verify,
 )
 
 __all__ = [
     "DATASETS",
+    "DataMismatchError",
     "DataNotFoundError",
     "DatasetSpec",
     "VerifyResult",
     "fetch",
     "get_spec",
     "locate",
+    "verified_checksums",
     "verify",
 ]

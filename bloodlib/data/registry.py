@@ -314,6 +314,10 @@ class VerifyResult:
         }
 
 
+class DataMismatchError(ValueError):
+    """A data set is missing here or its files differ from the registry (the message lists how)."""
+
+
 def verify(name: str) -> VerifyResult:
     """Hash every file of data set ``name`` where :func:`locate` finds it (no download)."""
     spec = get_spec(name)
@@ -322,3 +326,18 @@ def verify(name: str) -> VerifyResult:
     except DataNotFoundError as err:
         return VerifyResult(name, None, (str(err),))
     return VerifyResult(name, folder, tuple(full_problems(folder, spec.checks)))
+
+
+def verified_checksums(name: str) -> dict[str, str]:
+    """The registry's sha256 of every file of data set ``name``, once the local copy matches them.
+
+    What a trained model's cache key hashes: it changes whenever the data does.
+
+    Raises:
+        DataMismatchError: the data set is not found here, or files are missing or differ.
+    """
+    result = verify(name)
+    if not result.ok:
+        raise DataMismatchError(f"data set {name} at {result.path} does not match the registry:\n  "
+                                + "\n  ".join(result.problems))
+    return result.as_dict()["sha256"]

@@ -40,14 +40,11 @@ def data_checksum() -> dict[str, str]:
     """``{"BCCD": hash of the registry's checksums}`` after verifying the files on disk.
 
     Raises:
-        RuntimeError: the local files differ from the registry (the message lists the problems).
+        bloodlib.data.DataMismatchError: BCCD is missing or differs from the registry.
     """
-    from bloodlib.data import verify
+    from bloodlib.data import verified_checksums
 
-    result = verify("BCCD")
-    if not result.ok:
-        raise RuntimeError("BCCD does not match the registry:\n  " + "\n  ".join(result.problems))
-    checks = json.dumps(result.as_dict()["sha256"], sort_keys=True)
+    checks = json.dumps(verified_checksums("BCCD"), sort_keys=True)
     return {"BCCD": hashlib.sha256(checks.encode()).hexdigest()}
 
 

@@ -23,9 +23,10 @@ from typing import Any
 import torch
 
 from bloodlib.classification.crops import CropPolicy
+from bloodlib.data import DataMismatchError
 from bloodlib.detection.data import CLASSES
 from bloodlib.fsutil import atomic_write_text
-from bloodlib.modelcache import ModelRun, models_root
+from bloodlib.modelcache import ModelRun, find_run, models_root
 from bloodlib.pipeline.params import PipelineParams
 
 
@@ -63,35 +64,6 @@ def how_to_train(p: PipelineParams) -> str:
         else f"train them with `bloodlib train detection --profile {p.detection_profile}` and "
         f"`bloodlib train wbc --profile {p.classifier_profile}`"
     ) + ", or point --models DIR (or BLOODLIB_MODELS) at a models folder that holds them"
-
-
-def _canonical(value: Any) -> Any:
-    return json.loads(json.dumps(value, sort_keys=True, default=str))
-
-
-def _without(params: dict[str, Any], drop: tuple[tuple[str, ...], ...]) -> dict[str, Any]:
-    out = _canonical(params)
-    for keys in drop:
-        node = out
-        for key in keys[:-1]:
-            node = node.get(key, {})
-        node.pop(keys[-1], None)
-    return out
-
-
-def find_run(root: Path, task: str, params: dict[str, Any], ignore: tuple[tuple[str, ...], ...] = ()) -> Path | None:
-    """The folder of a finished run of ``task`` under ``root`` whose ``run.json`` parameters equal
-    ``params`` (keys in ``ignore`` left out on both sides); the newest if several, None if none."""
-    wanted = _without(params, ignore)
-    found = []
-    for info in sorted((root / task).glob("*/run.json")):
-        try:
-            stored = json.loads(info.read_text(encoding="utf-8"))
-        except (OSError, ValueError):
-            continue
-        if (info.parent / "final.pt").is_file() and _without(stored.get("params", {}), ignore) == wanted:
-            found.append(info.parent)
-    return max(found, key=lambda f: (f.joinpath("final.pt").stat().st_mtime, f.name)) if found else None
 
 
 def _final_state(
@@ -137,7 +109,7 @@ def load_detector(
     params = run_params(pd_, p.detection_backbone)
     try:
         run: ModelRun | None = ModelRun(task, params, data_checksum(), root)
-    except (OSError, RuntimeError, ValueError):  # BCCD not available here: look the run up by its parameters
+    except (OSError, DataMismatchError):  # BCCD not available here: look the run up by its parameters
         run = None
     if train_missing and run is not None and not run.is_complete():
         train_detector(pd_, p.detection_backbone, load_parts(pd_), progress=progress, models_root=root)
@@ -175,7 +147,7 @@ def load_classifier(
         run: ModelRun | None = dataclasses.replace(
             T.model_run(pc, name, T.data_checksums(), T.val_groups(split)), root=root
         )
-    except (OSError, RuntimeError, ValueError):  # blood-cells not available here: look the run up by its parameters
+    except (OSError, DataMismatchError):  # blood-cells not available here: look the run up by its parameters
         run = None
     if train_missing and run is not None and not run.is_complete():
         single = dataclasses.replace(pc, models=[name])
@@ -216,7 +188,7 @@ def count_thresholds(
 
     try:
         checksums = data_checksum()
-    except (OSError, RuntimeError, ValueError) as err:  # BCCD missing or modified
+    except (OSError, DataMismatchError) as err:  # BCCD missing or modified
         value = p.fallback_score_threshold
         return (
             {c: value for c in CLASSES},
