@@ -7,6 +7,7 @@ from pathlib import Path
 
 import cv2
 import numpy as np
+import pandas as pd
 import pytest
 import torch
 
@@ -169,3 +170,14 @@ def test_report_tables_and_figures_on_hand_made_images(tmp_path):
                 plots.loss_curves({"m": [{"epoch": 1, "loss": 2.0, "bbox_regression": 1.0, "val_mAP": 0.5}]})):
         fig.savefig(tmp_path / "f.png")
         matplotlib.pyplot.close(fig)
+
+
+def test_headline_picks_the_best_model_on_validation_not_on_test():
+    from bloodlib.detection import evaluation as E
+
+    maps = pd.DataFrame([{"model": "A", "mAP50": 0.9, "val_mAP50": 0.7}, {"model": "B", "mAP50": 0.8, "val_mAP50": 0.8}])
+    table = pd.DataFrame([{"model": m, "class": "Platelets", "AP50": ap} for m, ap in (("A", 0.5), ("B", 0.6))])
+    counts = pd.DataFrame([{"model": m, "class": c, "exact": 1.0, "mape": 0.0} for m in "AB" for c in ("WBC", "RBC")])
+    values = E.headline(maps, table, counts, 1.0, ["A", "B"])
+    assert values["best_model"] == "B" and values["best_mAP50"] == 0.8 and values["best_platelets_AP50"] == 0.6
+    assert E.headline(maps.drop(columns="val_mAP50"), table, counts, 1.0, ["A", "B"])["best_model"] == "A"

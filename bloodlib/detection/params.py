@@ -18,7 +18,9 @@ class DetectionParams:
     default box becomes a positive (see ``bloodlib.detection.model``).
     Training: see ``bloodlib.detection.engine.TrainConfig``; ``momentum`` is Adam's beta1.
     Augmentation: probabilities of each step of ``bloodlib.detection.transforms``.
-    Evaluation: ``score_threshold`` for the precision/recall columns of Table 2;
+    Evaluation: ``tta_views`` flips of each image whose detections are fused (1 = off, 2, 4;
+    fused at ``tta_iou``, see ``bloodlib.detection.tta``); ``score_threshold`` for the
+    precision/recall columns of Table 2;
     ``bootstrap_samples`` resamples of the test images for the 95 % CIs; ``timing_images``
     images timed per model. HSV baseline: ``bloodlib.detection.baseline.HSVThresholds``.
     """
@@ -59,6 +61,8 @@ class DetectionParams:
     hflip_p: float
     vflip_p: float
 
+    tta_views: int
+    tta_iou: float
     score_threshold: float
     bootstrap_samples: int
     timing_images: int
@@ -72,3 +76,9 @@ class DetectionParams:
     hsv_close_kernel: int
     hsv_min_area: int
     hsv_box_scale: float
+
+    def __post_init__(self) -> None:
+        if self.tta_views not in (1, 2, 4):
+            raise ValueError(f"tta_views must be 1 (off), 2 or 4, got {self.tta_views!r}")
+        if not 0 < self.tta_iou <= 1:
+            raise ValueError(f"tta_iou must be in (0, 1], got {self.tta_iou!r}")

@@ -43,19 +43,27 @@ def torchvision_reference(num_classes: int) -> torch.nn.Module:
 
 
 def timing_table(models: dict[str, torch.nn.Module], images: Sequence[torch.Tensor], *,
-                 hsv: Callable[[torch.Tensor], object] | None = None, num_classes: int = 4) -> Any:
+                 hsv: Callable[[torch.Tensor], object] | None = None, num_classes: int = 4,
+                 tta_views: int = 1, tta_iou: float = 0.5) -> Any:
     """Seconds per image for each model, torchvision's ``ssd300_vgg16`` (reference) and the HSV baseline.
 
     ``images``: (3, H, W) float tensors in [0, 1]; ``hsv`` maps one such image to detections.
+    With ``tta_views`` > 1 each model gets a second row timing the fused flipped views
+    (:func:`bloodlib.detection.tta.predict_tta`), the way the report predicts.
     """
     import pandas as pd
 
     from bloodlib.detection.model import count_parameters
+    from bloodlib.detection.tta import predict_tta
 
     rows = []
     reference = torchvision_reference(num_classes)
     for name, model in {**models, "torchvision ssd300_vgg16 (reference)": reference}.items():
         rows.append({"model": name, "parameters": count_parameters(model), **time_detector(model, images)})
+        if tta_views > 1 and name in models:
+            fused = seconds_per_image(lambda image, m=model: predict_tta(m, [image], views=tta_views, iou=tta_iou),
+                                      images)
+            rows.append({"model": f"{name}, {tta_views} views fused", "parameters": count_parameters(model), **fused})
     if hsv is not None:
         rows.append({"model": "HSV baseline", "parameters": 0, **seconds_per_image(hsv, images)})
     return pd.DataFrame(rows)
