@@ -7,6 +7,7 @@ Modules, one concern each:
 - :mod:`~bloodlib.detection.backbones`: VGG16 and AlexNet SSD backbones with a ``width`` multiplier;
 - :mod:`~bloodlib.detection.model`: SSD300 from torchvision's ``SSD``/``DefaultBoxGenerator``/``SSDHead``;
 - :mod:`~bloodlib.detection.engine`: ``train_one_epoch``, ``predict``, ``evaluate``, ``fit`` (checkpoints, resume);
+- :mod:`~bloodlib.detection.tta`: predictions fused over flipped views of each image;
 - :mod:`~bloodlib.detection.train`: the two SSDs from the notebook's parameters, through the model cache;
 - :mod:`~bloodlib.detection.baseline`: the paper's unsupervised HSV threshold for WBCs;
 - :mod:`~bloodlib.detection.metrics`: AP (torchmetrics), precision/recall, counting errors, bootstrap;
