@@ -69,6 +69,11 @@ def test_a_box_joins_only_the_cluster_that_suppressed_it():
     assert fused["scores"].tolist() == pytest.approx([0.85, 0.05])  # z lends its score to x only
 
 
+def test_zero_scores_fuse_to_finite_boxes():
+    fused = fuse_views([detection([[0, 0, 10, 10]], [0.0], [1]), detection([[2, 0, 12, 10]], [0.0], [1])], iou=0.5)
+    assert fused["boxes"].tolist() == [[1.0, 0.0, 11.0, 10.0]] and fused["scores"].tolist() == [0.0]
+
+
 def test_fusing_views_without_detections_gives_none():
     empty = detection([], [], [])
     fused = fuse_views([empty, empty], iou=0.5)

@@ -69,7 +69,8 @@ def fuse_views(views: Sequence[Prediction], *, iou: float) -> Prediction:
     members = torch.zeros_like(overlaps)
     members[first, torch.arange(len(boxes))] = overlaps.any(0)
     weights = members.float() * scores[None, :]
-    fused = weights @ boxes / weights.sum(1, keepdim=True)
+    box_weights = members.float() * scores.clamp_min(1e-6)[None, :]  # a cluster of zero scores still has a box
+    fused = box_weights @ boxes / box_weights.sum(1, keepdim=True)
     per_view = torch.zeros(len(keep), len(views))  # best member score in each view
     for k in range(len(views)):
         in_view = weights[:, view_of == k]
