@@ -48,6 +48,31 @@ def test_perfect_predictions_give_ap_1():
     assert all(pr[c]["precision"] == 1.0 and pr[c]["recall"] == 1.0 for c in pr)
 
 
+def test_the_fast_ap_backend_gives_pycocotools_numbers():
+    """AP_BACKEND (faster_coco_eval) against pycocotools on jittered, partly wrong predictions."""
+    from bloodlib.detection.metrics import AP_BACKEND, _coco
+
+    rng = np.random.default_rng(0)
+    images, preds = [], []
+    for i in range(12):
+        n = int(rng.integers(1, 9))
+        xy = rng.uniform(0, 560, (n, 2))
+        boxes = np.concatenate([xy, xy + rng.uniform(15, 80, (n, 2))], 1)
+        labels = rng.integers(1, 4, n)
+        images.append(ann(boxes.tolist(), labels.tolist(), f"r{i}"))
+        keep = rng.random(n) < 0.8  # some cells missed, some boxes jittered, some spurious boxes and labels
+        jittered = boxes[keep] + rng.normal(0, 8, (int(keep.sum()), 4))
+        spurious = np.concatenate([xy[:2] + 200, xy[:2] + 240], 1)
+        preds.append(pred(np.concatenate([jittered, spurious]).tolist(),
+                          np.concatenate([labels[keep], rng.integers(1, 4, len(spurious))]).tolist(),
+                          rng.uniform(0.01, 1, int(keep.sum()) + len(spurious)).tolist()))
+    fast, reference = average_precision(preds, images), average_precision(preds, images, backend="pycocotools")
+    assert AP_BACKEND == "faster_coco_eval" and 0 < fast["mAP"] < 1
+    assert fast == pytest.approx(reference, abs=1e-6)
+    curves = {b: _coco(preds, images, True, b)["precision"] for b in ("faster_coco_eval", "pycocotools")}
+    assert torch.allclose(curves["faster_coco_eval"], curves["pycocotools"], atol=1e-6)
+
+
 def test_boxes_shifted_past_iou_half_give_ap_0():
     # shifting a w-wide box by 0.5 w gives IoU (0.5 w)/(1.5 w) = 1/3 < 0.5
     shifted = []
