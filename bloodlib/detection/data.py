@@ -170,6 +170,12 @@ def read_image(path: Path) -> torch.Tensor:
     return torch.from_numpy(pixels.copy()).permute(2, 0, 1).contiguous()
 
 
+def float_image(item: torch.Tensor | Annotation) -> torch.Tensor:
+    """``item`` as a float ``(3, H, W)`` tensor in [0, 1]: an annotation's image is read from disk,
+    a tensor (already in that form) is returned as it is."""
+    return read_image(item.image_path).float().div_(255) if isinstance(item, Annotation) else item
+
+
 def split_table(parts: dict[str, list[Annotation]]) -> Any:
     """A DataFrame: images and boxes per class for each part."""
     import pandas as pd

@@ -20,7 +20,7 @@ import torch
 from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
-from bloodlib.detection.data import Annotation, BCCDDetection, collate, read_image
+from bloodlib.detection.data import Annotation, BCCDDetection, collate, float_image
 from bloodlib.detection.metrics import Prediction, average_precision
 from bloodlib.modelcache import ModelRun, seed_everything
 
@@ -143,10 +143,7 @@ def predict(model: torch.nn.Module, images: Sequence[torch.Tensor] | Sequence[An
     model.eval()
     out: list[Prediction] = []
     for start in tqdm(range(0, len(images), batch_size), desc=desc, leave=False, disable=not progress):
-        batch = [
-            read_image(x.image_path).float().div_(255) if isinstance(x, Annotation) else x
-            for x in images[start:start + batch_size]
-        ]
+        batch = [float_image(x) for x in images[start:start + batch_size]]
         out += [{k: v.detach() for k, v in d.items()} for d in model(batch)]
     return out
 

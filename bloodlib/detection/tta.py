@@ -19,7 +19,7 @@ import torch
 from torchvision.ops import batched_nms, box_iou
 from tqdm.auto import tqdm
 
-from bloodlib.detection.data import Annotation, read_image
+from bloodlib.detection.data import Annotation, float_image
 from bloodlib.detection.engine import predict
 from bloodlib.detection.metrics import Prediction
 
@@ -98,8 +98,7 @@ def predict_tta(model: torch.nn.Module, images: Sequence[torch.Tensor] | Sequenc
     out: list[Prediction] = []
     for start in tqdm(range(0, len(images), batch_size), desc=f"{desc} ({views} views)", leave=False,
                       disable=not progress):
-        batch = [read_image(x.image_path).float().div_(255) if isinstance(x, Annotation) else x
-                 for x in images[start:start + batch_size]]
+        batch = [float_image(x) for x in images[start:start + batch_size]]
         per_flip = [predict(model, [flip_image(x, h, v) for x in batch], batch_size=batch_size)
                     for h, v in FLIPS[:views]]
         for i, image in enumerate(batch):
