@@ -114,6 +114,17 @@ def _type_name(annotation: Any) -> str:
     return getattr(annotation, "__name__", None) or str(annotation).replace("typing.", "")
 
 
+def check_values(schema: str, checks: list[tuple[bool, str]]) -> None:
+    """A schema's value checks (``__post_init__``): each ``(ok, message)``; every failed one is named.
+
+    Raises:
+        ValueError: ``"invalid <schema>: <message>; <message>"`` when any check fails.
+    """
+    problems = [message for ok, message in checks if not ok]
+    if problems:
+        raise ValueError(f"invalid {schema}: " + "; ".join(problems))
+
+
 def build(schema: type, values: dict[str, Any], source: str) -> Any:
     """Validate ``values`` against dataclass ``schema``; ``source`` names the origin in errors."""
     hints = typing.get_type_hints(schema)

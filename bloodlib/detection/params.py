@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from bloodlib.params import check_values
+
 
 @dataclass(frozen=True)
 class DetectionParams:
@@ -78,7 +80,8 @@ class DetectionParams:
     hsv_box_scale: float
 
     def __post_init__(self) -> None:
-        if self.tta_views not in (1, 2, 4):
-            raise ValueError(f"tta_views must be 1 (off), 2 or 4, got {self.tta_views!r}")
-        if not 0 < self.tta_iou <= 1:
-            raise ValueError(f"tta_iou must be in (0, 1], got {self.tta_iou!r}")
+        """Value checks (types, missing and unknown keys are checked by :func:`bloodlib.params.build`)."""
+        check_values("DetectionParams", [
+            (self.tta_views in (1, 2, 4), f"tta_views must be 1 (off), 2 or 4, got {self.tta_views!r}"),
+            (0 < self.tta_iou <= 1, f"tta_iou must be in (0, 1], got {self.tta_iou!r}"),
+        ])

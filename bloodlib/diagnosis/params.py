@@ -11,6 +11,7 @@ from typing import Any
 
 from bloodlib.diagnosis.data import FEATURE_SETS
 from bloodlib.diagnosis.models import CLASSIFIERS, GRID_SIZES
+from bloodlib.params import check_values
 
 
 @dataclass(frozen=True)
@@ -76,9 +77,7 @@ class CovidDiagnosisParams:
             (0 < self.decision_threshold < 1, "decision_threshold must be in (0, 1)"),
             (self.calibration_bins >= 2, "calibration_bins must be >= 2"),
         ]
-        problems = [msg for ok, msg in checks if not ok]
-        if problems:
-            raise ValueError("invalid CovidDiagnosisParams: " + "; ".join(problems))
+        check_values("CovidDiagnosisParams", checks)
 
     def honest_kwargs(self) -> dict[str, Any]:
         """Keyword arguments of :func:`~bloodlib.diagnosis.honest.run_honest` taken from these parameters."""

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from bloodlib.params import check_values
+
 
 @dataclass(frozen=True)
 class PipelineParams:
@@ -93,6 +95,4 @@ class PipelineParams:
             (0 < self.match_iou < 1, "match_iou must be in (0, 1)"),
             (self.examples >= 0, "examples must be >= 0"),
         ]  # fmt: skip
-        problems = [message for ok, message in checks if not ok]
-        if problems:
-            raise ValueError("invalid PipelineParams: " + "; ".join(problems))
+        check_values("PipelineParams", checks)
