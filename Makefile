@@ -10,13 +10,17 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.bloodlib-installed
 
-.PHONY: reports test env data clean-reports lab bench
+.PHONY: reports test lint env data clean-reports lab bench
 
 reports: data
 	$(PY) -m bloodlib report --profile $(PROFILE) --jobs $(JOBS)
 
 test: env
 	$(PY) -m pytest
+
+lint: env
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
 
 env: $(STAMP)
 

@@ -1,12 +1,12 @@
 """The ``bloodlib`` command line.
 
-    bloodlib data list                      where each data set is (BLOODLIB_DATA, cache, missing)
-    bloodlib data fetch NAME... | --all     download into the user cache and verify
-    bloodlib data verify NAME... | --all    hash every file against the registry
-    bloodlib report [--profile cpu] [--only NAME ...] [--jobs N]
-    bloodlib train [TASK|all] [--profile cpu]  train a task's models (default: all) into the model cache
-    bloodlib analyze PATH... [--out DIR] [--models DIR] [--age N --sex M|F]
-                                            smear images -> counts, differential, COVID-19 probability
+bloodlib data list                      where each data set is (BLOODLIB_DATA, cache, missing)
+bloodlib data fetch NAME... | --all     download into the user cache and verify
+bloodlib data verify NAME... | --all    hash every file against the registry
+bloodlib report [--profile cpu] [--only NAME ...] [--jobs N]
+bloodlib train [TASK|all] [--profile cpu]  train a task's models (default: all) into the model cache
+bloodlib analyze PATH... [--out DIR] [--models DIR] [--age N --sex M|F]
+                                        smear images -> counts, differential, COVID-19 probability
 """
 
 from __future__ import annotations
@@ -148,16 +148,22 @@ def build_parser() -> argparse.ArgumentParser:
     train.set_defaults(func=cmd_train)
 
     analyze = commands.add_parser(
-        "analyze", help="smear images -> counts, WBC differential, COVID-19 probability (research tool, not a "
-        "diagnostic device)")
+        "analyze",
+        help="smear images -> counts, WBC differential, COVID-19 probability (research tool, not a diagnostic device)",
+    )
     analyze.add_argument("paths", nargs="+", metavar="PATH", help="an image, or a folder of one sample's images")
     analyze.add_argument("--out", default="bloodlib-analysis", help="output folder (default: ./bloodlib-analysis)")
-    analyze.add_argument("--models", metavar="DIR",
-                         help="models root laid out like BLOODLIB_MODELS (default: the model cache)")
+    analyze.add_argument(
+        "--models", metavar="DIR", help="models root laid out like BLOODLIB_MODELS (default: the model cache)"
+    )
     analyze.add_argument("--age", type=float, help="patient age in years (with --sex)")
     analyze.add_argument("--sex", choices=["M", "F", "m", "f"], help="patient sex (with --age)")
-    analyze.add_argument("--profile", choices=PROFILES, default=DEFAULT_PROFILE,
-                         help="parameters params/<profile>/04_pipeline.yaml (which models, thresholds, batch size)")
+    analyze.add_argument(
+        "--profile",
+        choices=PROFILES,
+        default=DEFAULT_PROFILE,
+        help="parameters params/<profile>/04_pipeline.yaml (which models, thresholds, batch size)",
+    )
     analyze.add_argument("--no-images", action="store_true", help="skip the annotated PNGs")
     analyze.add_argument("--quiet", action="store_true", help="no progress bar")
     analyze.set_defaults(func=cmd_analyze)

@@ -98,8 +98,14 @@ class ModelRun:
     def save_final(self, model_state: dict[str, Any], history: list[dict[str, Any]], **extra: Any) -> None:
         """Store the finished weights and ``run.json``; the checkpoint is then removed."""
         atomic_write_bytes(self.final_path, _torch_bytes({"model": model_state, "history": history, **extra}))
-        info = {"task": self.task, "key": self.key, "params": self.params, "data": self.data_checksums,
-                "history": history, **{k: v for k, v in extra.items() if isinstance(v, (str, int, float))}}
+        info = {
+            "task": self.task,
+            "key": self.key,
+            "params": self.params,
+            "data": self.data_checksums,
+            "history": history,
+            **{k: v for k, v in extra.items() if isinstance(v, (str, int, float))},
+        }
         atomic_write_text(self.folder / "run.json", json.dumps(info, indent=2, default=str) + "\n")
         self.checkpoint_path.unlink(missing_ok=True)
 

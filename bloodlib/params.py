@@ -142,8 +142,7 @@ def build(schema: type, values: dict[str, Any], source: str) -> Any:
                 f"got {values[name]!r} ({type(values[name]).__name__})"
             )
     converted = {
-        name: tuple(value) if typing.get_origin(hints[name]) is tuple else value
-        for name, value in values.items()
+        name: tuple(value) if typing.get_origin(hints[name]) is tuple else value for name, value in values.items()
     }
     return schema(**converted)
 
@@ -183,6 +182,7 @@ def load_profile_settings(profile: str = DEFAULT_PROFILE, root: Path | None = No
 def as_dict(params: Any) -> dict[str, Any]:
     """Plain dict of a params dataclass, tuples as lists (papermill/JSON friendly)."""
     return {k: list(v) if isinstance(v, tuple) else v for k, v in dataclasses.asdict(params).items()}
+
 
 # notebook name -> the registered data sets it reads (checksums go into the report's provenance).
 DATASETS: dict[str, tuple[str, ...]] = {

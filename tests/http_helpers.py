@@ -20,15 +20,15 @@ class QuietHandler(http.server.SimpleHTTPRequestHandler):
         pass
 
 
-def start_server(handler: Callable[..., http.server.BaseHTTPRequestHandler],
-                 ) -> tuple[str, Callable[[], None]]:
+def start_server(
+    handler: Callable[..., http.server.BaseHTTPRequestHandler],
+) -> tuple[str, Callable[[], None]]:
     """Serve ``handler`` on 127.0.0.1 (ephemeral port) in a daemon thread.
 
     Returns ``(base_url, stop)``; ``stop()`` shuts the server down (bounded wait).
     """
     server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
-    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05},
-                              daemon=True)
+    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
     thread.start()
 
     def stop() -> None:
@@ -57,8 +57,9 @@ def serve_directory(path: Path) -> Iterator[str]:
         yield base_url
 
 
-def make_tar(path: Path, files: dict[str, bytes], mode: str = "w:gz",
-             extra: Callable[[tarfile.TarFile], None] | None = None) -> Path:
+def make_tar(
+    path: Path, files: dict[str, bytes], mode: str = "w:gz", extra: Callable[[tarfile.TarFile], None] | None = None
+) -> Path:
     """Write a tar archive of ``{member_name: content}``; ``extra(tf)`` may add odd members."""
     with tarfile.open(path, mode) as tf:
         for name, data in files.items():

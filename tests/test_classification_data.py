@@ -16,8 +16,17 @@ from tests.notebook_helpers import require_data
 POLICY = crops.CropPolicy(
     input_size=(32, 32), context=1.5, canvas_scale=1.5, min_side=8.0, white_percentile=97.0, nucleus_to_cell=1.3
 )
-AUG = AugmentConfig(rotation=180, shear=10, translate=0.05, scale=0.1, brightness=0.2, contrast=0.2,
-                    saturation=0.3, hue=0.05, blur_p=0.5)  # fmt: skip
+AUG = AugmentConfig(
+    rotation=180,
+    shear=10,
+    translate=0.05,
+    scale=0.1,
+    brightness=0.2,
+    contrast=0.2,
+    saturation=0.3,
+    hue=0.05,
+    blur_p=0.5,
+)
 
 
 def smear(height: int = 120, width: int = 160) -> np.ndarray:
@@ -135,10 +144,12 @@ def test_near_duplicates_share_a_group():
 
 
 def test_grouped_split_on_synthetic_groups():
-    frame = pd.DataFrame({
-        "label": np.repeat(data.CLASSES, 50),
-        "group": np.concatenate([np.repeat(np.arange(10) + 100 * k, 5) for k in range(4)]),
-    })  # fmt: skip
+    frame = pd.DataFrame(
+        {
+            "label": np.repeat(data.CLASSES, 50),
+            "group": np.concatenate([np.repeat(np.arange(10) + 100 * k, 5) for k in range(4)]),
+        }
+    )
     out = data.grouped_split(frame, val_fraction=0.2, seed=1)
     assert set(out.loc[out.subset == "train", "group"]).isdisjoint(out.loc[out.subset == "val", "group"])
     assert (out[out.subset == "val"].groupby("label")["group"].nunique() == 2).all()
@@ -190,9 +201,12 @@ def test_voc_parser_and_label_rule(tmp_path):
         boxes = bccd.read_voc_boxes(tmp_path / "Annotations" / "BloodImage_00000.xml")
     assert boxes == [(10, 2, 40, 40), (100, 2, 120, 40)]  # clipped to the 120 px wide image
     labels = tmp_path / "labels.csv"
-    pd.DataFrame({"Image": [0, 1, 2, 3, 9],
-                  "Category": ["NEUTROPHIL, NEUTROPHIL", "NEUTROPHIL", "EOSINOPHIL,NEUTROPHIL", None, "MONOCYTE"]}
-                 ).to_csv(labels)  # fmt: skip
+    pd.DataFrame(
+        {
+            "Image": [0, 1, 2, 3, 9],
+            "Category": ["NEUTROPHIL, NEUTROPHIL", "NEUTROPHIL", "EOSINOPHIL,NEUTROPHIL", None, "MONOCYTE"],
+        }
+    ).to_csv(labels)
     frame, skipped = bccd.bccd_wbc_index(tmp_path, labels)
     assert list(frame["image"]) == [0, 0] and set(frame["label"]) == {"NEUTROPHIL"}
     assert skipped == {"no label": 1, "mixed or other class": 1, "no annotation": 1, "box count != label count": 1}

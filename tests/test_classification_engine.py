@@ -16,10 +16,20 @@ from bloodlib.classification.models import build_model
 from bloodlib.classification.transforms import AugmentConfig
 from bloodlib.modelcache import ModelRun
 
-AUG = AugmentConfig(rotation=90, shear=5, translate=0.05, scale=0.1, brightness=0.1, contrast=0.1,
-                    saturation=0.1, hue=0.0, blur_p=0.0)  # fmt: skip
-CONFIG = TrainConfig(epochs=3, samples_per_epoch=64, batch_size=16, lr=3e-3, final_lr_fraction=0.1,
-                     weight_decay=0.0, label_smoothing=0.0, aux_loss_weight=0.4, seed=3)  # fmt: skip
+AUG = AugmentConfig(
+    rotation=90, shear=5, translate=0.05, scale=0.1, brightness=0.1, contrast=0.1, saturation=0.1, hue=0.0, blur_p=0.0
+)
+CONFIG = TrainConfig(
+    epochs=3,
+    samples_per_epoch=64,
+    batch_size=16,
+    lr=3e-3,
+    final_lr_fraction=0.1,
+    weight_decay=0.0,
+    label_smoothing=0.0,
+    aux_loss_weight=0.4,
+    seed=3,
+)
 
 
 def colour_set(n: int, seed: int) -> CanvasSet:
@@ -41,8 +51,9 @@ def two_threads():
 def test_fit_learns_and_reports_history():
     torch.manual_seed(0)
     model = build_model("arch1")
-    result = fit(model, colour_set(64, 0), colour_set(32, 1), config=CONFIG, augment=AUG, input_size=(16, 16),
-                 progress=False)  # fmt: skip
+    result = fit(
+        model, colour_set(64, 0), colour_set(32, 1), config=CONFIG, augment=AUG, input_size=(16, 16), progress=False
+    )
     history = pd.DataFrame(result["history"])
     assert list(history["epoch"]) == [1, 2, 3]
     assert {"train_loss", "train_acc", "val_loss", "val_acc", "val_bacc"} <= set(history.columns)
@@ -57,10 +68,28 @@ def test_interrupted_training_resumes_to_the_same_weights(tmp_path):
     def run_fit(run, on_epoch=None):
         torch.manual_seed(0)
         model = build_model("arch2")
-        config = TrainConfig(epochs=2, samples_per_epoch=32, batch_size=16, lr=3e-3, final_lr_fraction=0.1,
-                             weight_decay=0.0, label_smoothing=0.0, aux_loss_weight=0.4, seed=3)  # fmt: skip
-        return fit(model, colour_set(48, 0), colour_set(16, 1), config=config, augment=AUG, input_size=(16, 16),
-                   run=run, progress=False, on_epoch=on_epoch)  # fmt: skip
+        config = TrainConfig(
+            epochs=2,
+            samples_per_epoch=32,
+            batch_size=16,
+            lr=3e-3,
+            final_lr_fraction=0.1,
+            weight_decay=0.0,
+            label_smoothing=0.0,
+            aux_loss_weight=0.4,
+            seed=3,
+        )
+        return fit(
+            model,
+            colour_set(48, 0),
+            colour_set(16, 1),
+            config=config,
+            augment=AUG,
+            input_size=(16, 16),
+            run=run,
+            progress=False,
+            on_epoch=on_epoch,
+        )
 
     straight = run_fit(ModelRun("t/straight", {"a": 1}, {}, root=tmp_path))
 
@@ -110,8 +139,15 @@ def test_grouped_bootstrap_is_wider_than_the_copies_suggest():
 
 
 def test_metrics_table_rows():
-    frame = pd.DataFrame({"model": ["a"] * 8 + ["b"] * 8, "set": "TEST", "y_true": [0, 1, 2, 3] * 4,
-                          "y_pred": [0, 1, 2, 3] * 2 + [0] * 8, "group": [0, 0, 1, 1, 2, 2, 3, 3] * 2})  # fmt: skip
+    frame = pd.DataFrame(
+        {
+            "model": ["a"] * 8 + ["b"] * 8,
+            "set": "TEST",
+            "y_true": [0, 1, 2, 3] * 4,
+            "y_pred": [0, 1, 2, 3] * 2 + [0] * 8,
+            "group": [0, 0, 1, 1, 2, 2, 3, 3] * 2,
+        }
+    )
     table = metrics.metrics_table(frame, n_classes=4, n_boot=50, seed=0)
     assert list(table["model"]) == ["a", "b"] and list(table["groups"]) == [4, 4]
     assert table.loc[0, "accuracy"] == 1.0 and table.loc[1, "accuracy"] == 0.25

@@ -22,8 +22,14 @@ def test_notebook_renders_under_quick(tmp_path, monkeypatch):
         table["accuracy"] <= table["accuracy_hi"] + 1e-9
     ).all()
     figures = {p.stem for p in (folder / "figures").glob("*.png")}
-    assert {"fig6_learning_curves_standard", "fig7_learning_curves_custom", "fig8_feature_maps_densenet121",
-            "fig9_feature_maps_arch2", "fig10_confusion_arch2", "confusion_all_test"} <= figures  # fmt: skip
+    assert {
+        "fig6_learning_curves_standard",
+        "fig7_learning_curves_custom",
+        "fig8_feature_maps_densenet121",
+        "fig9_feature_maps_arch2",
+        "fig10_confusion_arch2",
+        "confusion_all_test",
+    } <= figures
     leaks = pd.read_csv(folder / "tables" / "leakage_check.csv")
     assert leaks.query("`other set` == 'val'")["shared groups"].item() == 0
     assert metrics["metrics"]["selected_model"] in table["model"].tolist()

@@ -18,12 +18,14 @@ from tests.notebook_helpers import require_data
 
 def test_ratio_test_is_against_the_nearest_other_source():
     owners = np.array([5, 5, 7, 9])
-    indices = np.array([
-        [0, 1, 2],  # 5, 5 (its mirror variant), then 7 far away: vote for 5
-        [2, 3, 0],  # 7 vs 9 almost as close: no vote
-        [3, 0, 1],  # 9 clearly nearer than 5: vote for 9
-        [0, 1, 1],  # only source 5 among the neighbours: vote for 5
-    ])  # fmt: skip
+    indices = np.array(
+        [
+            [0, 1, 2],  # 5, 5 (its mirror variant), then 7 far away: vote for 5
+            [2, 3, 0],  # 7 vs 9 almost as close: no vote
+            [3, 0, 1],  # 9 clearly nearer than 5: vote for 9
+            [0, 1, 1],  # only source 5 among the neighbours: vote for 5
+        ]
+    )
     distances = np.array([[1.0, 1.1, 9.0], [4.0, 4.2, 9.0], [1.0, 5.0, 6.0], [2.0, 2.0, 2.0]])
     votes = sourcemap.count_votes(indices, distances, owners)
     assert votes == {5: 2, 9: 1}

@@ -22,8 +22,9 @@ from bloodlib.detection.transforms import eval_transforms, train_transforms
 from tests.notebook_helpers import require_data
 
 
-def write_voc(folder: Path, stem: str, objects: list[tuple[str, tuple]], *, size=(640, 480), image=True,
-              raw: str | None = None) -> Path:
+def write_voc(
+    folder: Path, stem: str, objects: list[tuple[str, tuple]], *, size=(640, 480), image=True, raw: str | None = None
+) -> Path:
     (folder / "Annotations").mkdir(parents=True, exist_ok=True)
     (folder / "JPEGImages").mkdir(parents=True, exist_ok=True)
     body = "".join(
@@ -31,9 +32,13 @@ def write_voc(folder: Path, stem: str, objects: list[tuple[str, tuple]], *, size
         f"<xmax>{b[2]}</xmax><ymax>{b[3]}</ymax></bndbox></object>"
         for name, b in objects
     )
-    xml = raw if raw is not None else (
-        f"<annotation><filename>{stem}.jpg</filename><size><width>{size[0]}</width>"
-        f"<height>{size[1]}</height><depth>3</depth></size>{body}</annotation>"
+    xml = (
+        raw
+        if raw is not None
+        else (
+            f"<annotation><filename>{stem}.jpg</filename><size><width>{size[0]}</width>"
+            f"<height>{size[1]}</height><depth>3</depth></size>{body}</annotation>"
+        )
     )
     path = folder / "Annotations" / f"{stem}.xml"
     path.write_text(xml)
@@ -44,8 +49,9 @@ def write_voc(folder: Path, stem: str, objects: list[tuple[str, tuple]], *, size
 
 
 def test_parses_boxes_and_labels(tmp_path):
-    path = write_voc(tmp_path, "a", [("RBC", (10, 20, 110, 120)), ("WBC", (200, 100, 400, 300)),
-                                     ("Platelets", (5, 5, 30, 30))])
+    path = write_voc(
+        tmp_path, "a", [("RBC", (10, 20, 110, 120)), ("WBC", (200, 100, 400, 300)), ("Platelets", (5, 5, 30, 30))]
+    )
     a = parse_voc(path, tmp_path / "JPEGImages")
     assert a.image_id == "a" and (a.width, a.height) == (640, 480)
     np.testing.assert_array_equal(a.boxes, [[10, 20, 110, 120], [200, 100, 400, 300], [5, 5, 30, 30]])
@@ -69,8 +75,10 @@ def test_boxes_clipped_to_image(tmp_path):
 def test_image_without_objects(tmp_path):
     a = parse_voc(write_voc(tmp_path, "empty", []), tmp_path / "JPEGImages")
     assert a.boxes.shape == (0, 4) and a.labels.shape == (0,)
-    image, target = BCCDDetection([a], train_transforms(photometric_p=0.5, zoom_out_p=0.5, zoom_out_max=2.0,
-                                                        iou_crop_p=0.5, hflip_p=0.5, vflip_p=0.5))[0]
+    image, target = BCCDDetection(
+        [a],
+        train_transforms(photometric_p=0.5, zoom_out_p=0.5, zoom_out_max=2.0, iou_crop_p=0.5, hflip_p=0.5, vflip_p=0.5),
+    )[0]
     assert image.shape == (3, 300, 300) and target["boxes"].shape == (0, 4)
 
 
@@ -79,9 +87,16 @@ def test_image_without_objects(tmp_path):
     [
         ("<annotation><size>", [], True, AnnotationError, "malformed XML"),
         (None, [("Neutrophil", (1, 1, 5, 5))], True, AnnotationError, "unknown class 'Neutrophil'"),
-        (("<annotation><size><width>640</width><height>480</height></size><object><name>RBC</name>"
-          "<bndbox><xmin>1</xmin><ymin>1</ymin><xmax>9</xmax></bndbox></object></annotation>"), [], True,
-         AnnotationError, "<ymax> missing"),
+        (
+            (
+                "<annotation><size><width>640</width><height>480</height></size><object><name>RBC</name>"
+                "<bndbox><xmin>1</xmin><ymin>1</ymin><xmax>9</xmax></bndbox></object></annotation>"
+            ),
+            [],
+            True,
+            AnnotationError,
+            "<ymax> missing",
+        ),
         ("<annotation><object><name>RBC</name></object></annotation>", [], True, AnnotationError, "<size> missing"),
         (None, [("RBC", (1, 1, 9, 9))], False, FileNotFoundError, "bad.jpg"),
     ],
@@ -96,8 +111,9 @@ def test_broken_files_are_errors_naming_the_file(tmp_path, raw, objects, image, 
 def test_train_transforms_keep_boxes_consistent():
     torch.manual_seed(0)
     image = tv_tensors.Image(torch.randint(0, 255, (3, 480, 640), dtype=torch.uint8))
-    boxes = tv_tensors.BoundingBoxes(torch.tensor([[100.0, 100, 200, 180], [300, 200, 340, 240]]), format="XYXY",
-                                     canvas_size=(480, 640))
+    boxes = tv_tensors.BoundingBoxes(
+        torch.tensor([[100.0, 100, 200, 180], [300, 200, 340, 240]]), format="XYXY", canvas_size=(480, 640)
+    )
     t = train_transforms(photometric_p=1.0, zoom_out_p=1.0, zoom_out_max=2.0, iou_crop_p=1.0, hflip_p=0.5, vflip_p=0.5)
     for _ in range(10):
         out, target = t(image, {"boxes": boxes, "labels": torch.tensor([1, 3])})

@@ -41,14 +41,38 @@ def synthetic_annotations(folder: Path, n: int) -> list[Annotation]:
 
 def tiny_model() -> torch.nn.Module:
     torch.manual_seed(0)
-    return build_ssd(backbone="alexnet", num_classes=4, width=0.125, batch_norm=True,
-                     scales=(0.06, 0.15, 0.22, 0.33, 0.45, 0.6, 0.75), aspect_ratios=(0.7,))
+    return build_ssd(
+        backbone="alexnet",
+        num_classes=4,
+        width=0.125,
+        batch_norm=True,
+        scales=(0.06, 0.15, 0.22, 0.33, 0.45, 0.6, 0.75),
+        aspect_ratios=(0.7,),
+    )
 
 
-CFG = TrainConfig(epochs=2, batch_size=2, optimizer="adamw", lr=1e-3, momentum=0.9, beta2=0.999, weight_decay=1e-2,
-                  schedule="cosine", warmup_epochs=0.5, grad_clip=10.0, eval_every=1, seed=3)
-AUGMENT = {"photometric_p": 0.5, "zoom_out_p": 0.5, "zoom_out_max": 1.5, "iou_crop_p": 0.5, "hflip_p": 0.5,
-           "vflip_p": 0.5}
+CFG = TrainConfig(
+    epochs=2,
+    batch_size=2,
+    optimizer="adamw",
+    lr=1e-3,
+    momentum=0.9,
+    beta2=0.999,
+    weight_decay=1e-2,
+    schedule="cosine",
+    warmup_epochs=0.5,
+    grad_clip=10.0,
+    eval_every=1,
+    seed=3,
+)
+AUGMENT = {
+    "photometric_p": 0.5,
+    "zoom_out_p": 0.5,
+    "zoom_out_max": 1.5,
+    "iou_crop_p": 0.5,
+    "hflip_p": 0.5,
+    "vflip_p": 0.5,
+}
 
 
 def test_resume_gives_the_same_next_epoch_as_an_uninterrupted_run(tmp_path):
@@ -98,12 +122,17 @@ def test_trained_detector_is_cached_and_reused(tmp_path):
     assert again.from_cache and again.key == first.key
     for key, value in first.model.state_dict().items():
         assert torch.equal(again.model.state_dict()[key], value)
-    other_data = train_detector(p, "alexnet", parts, progress=False, models_root=tmp_path / "m",
-                                checksums={"BCCD": "y"})
+    other_data = train_detector(
+        p, "alexnet", parts, progress=False, models_root=tmp_path / "m", checksums={"BCCD": "y"}
+    )
     assert not other_data.from_cache and other_data.key != first.key
     changed = dataclasses.replace(p, lr=p.lr * 2)
-    assert train_detector(changed, "alexnet", parts, progress=False, models_root=tmp_path / "m",
-                          checksums={"BCCD": "x"}).key != first.key
+    assert (
+        train_detector(
+            changed, "alexnet", parts, progress=False, models_root=tmp_path / "m", checksums={"BCCD": "x"}
+        ).key
+        != first.key
+    )
 
 
 def test_profiles_state_every_key():

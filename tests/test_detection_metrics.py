@@ -24,8 +24,14 @@ from bloodlib.detection.metrics import (
 
 
 def ann(boxes, labels, image_id="x") -> Annotation:
-    return Annotation(image_id, Path(f"{image_id}.jpg"), 640, 480, np.asarray(boxes, np.float32).reshape(-1, 4),
-                      np.asarray(labels, np.int64))
+    return Annotation(
+        image_id,
+        Path(f"{image_id}.jpg"),
+        640,
+        480,
+        np.asarray(boxes, np.float32).reshape(-1, 4),
+        np.asarray(labels, np.int64),
+    )
 
 
 def pred(boxes, labels, scores=None) -> dict:
@@ -63,9 +69,13 @@ def test_the_fast_ap_backend_gives_pycocotools_numbers():
         keep = rng.random(n) < 0.8  # some cells missed, some boxes jittered, some spurious boxes and labels
         jittered = boxes[keep] + rng.normal(0, 8, (int(keep.sum()), 4))
         spurious = np.concatenate([xy[:2] + 200, xy[:2] + 240], 1)
-        preds.append(pred(np.concatenate([jittered, spurious]).tolist(),
-                          np.concatenate([labels[keep], rng.integers(1, 4, len(spurious))]).tolist(),
-                          rng.uniform(0.01, 1, int(keep.sum()) + len(spurious)).tolist()))
+        preds.append(
+            pred(
+                np.concatenate([jittered, spurious]).tolist(),
+                np.concatenate([labels[keep], rng.integers(1, 4, len(spurious))]).tolist(),
+                rng.uniform(0.01, 1, int(keep.sum()) + len(spurious)).tolist(),
+            )
+        )
     fast, reference = average_precision(preds, images), average_precision(preds, images, backend="pycocotools")
     assert AP_BACKEND == "faster_coco_eval" and 0 < fast["mAP"] < 1
     assert fast == pytest.approx(reference, abs=1e-6)
@@ -143,14 +153,32 @@ def test_hsv_baseline_finds_a_drawn_nucleus():
     image = np.full((480, 640, 3), (230, 200, 200), np.uint8)  # pinkish background (RGB)
     cv2.circle(image, (300, 200), 40, (110, 70, 200), -1)  # purple nucleus
     cv2.circle(image, (500, 400), 3, (110, 70, 200), -1)  # a speck, removed by the area filter
-    t = HSVThresholds(hue_low=120, hue_high=150, sat_low=90, val_low=0, val_high=255, open_kernel=5,
-                      close_kernel=15, min_area=500, box_scale=1.0)
+    t = HSVThresholds(
+        hue_low=120,
+        hue_high=150,
+        sat_low=90,
+        val_low=0,
+        val_high=255,
+        open_kernel=5,
+        close_kernel=15,
+        min_area=500,
+        box_scale=1.0,
+    )
     out = detect_wbc(image, t)
     assert out["boxes"].shape == (1, 4) and out["labels"].tolist() == [2] and out["scores"].tolist() == [1.0]
     torch.testing.assert_close(out["boxes"][0], torch.tensor([260.0, 160, 341, 241]), atol=2, rtol=0)
     with pytest.raises(ValueError, match="hue_low"):
-        HSVThresholds(hue_low=150, hue_high=120, sat_low=0, val_low=0, val_high=255, open_kernel=1,
-                      close_kernel=1, min_area=0, box_scale=1)
+        HSVThresholds(
+            hue_low=150,
+            hue_high=120,
+            sat_low=0,
+            val_low=0,
+            val_high=255,
+            open_kernel=1,
+            close_kernel=1,
+            min_area=0,
+            box_scale=1,
+        )
 
 
 def test_report_tables_and_figures_on_hand_made_images(tmp_path):
@@ -187,12 +215,23 @@ def test_report_tables_and_figures_on_hand_made_images(tmp_path):
     assert "score >= 0.5" in rows["VGG16-SSD300 WBC precision"]["note"]
     misses = E.wbc_misses(empty, images, threshold=0.5)
     assert misses["found"].tolist() == [0, 0] and misses["true"].tolist() == [1, 0]
-    t = HSVThresholds(hue_low=120, hue_high=150, sat_low=90, val_low=0, val_high=255, open_kernel=5,
-                      close_kernel=15, min_area=500, box_scale=1.0)
-    for fig in (plots.detection_grid(images, preds, {"VGG16-SSD300": 0.5, "HSV baseline": thresholds["HSV baseline"]}),
-                plots.hsv_failures(images, empty, t, 0.5),
-                plots.count_scatter(frames),
-                plots.loss_curves({"m": [{"epoch": 1, "loss": 2.0, "bbox_regression": 1.0, "val_mAP": 0.5}]})):
+    t = HSVThresholds(
+        hue_low=120,
+        hue_high=150,
+        sat_low=90,
+        val_low=0,
+        val_high=255,
+        open_kernel=5,
+        close_kernel=15,
+        min_area=500,
+        box_scale=1.0,
+    )
+    for fig in (
+        plots.detection_grid(images, preds, {"VGG16-SSD300": 0.5, "HSV baseline": thresholds["HSV baseline"]}),
+        plots.hsv_failures(images, empty, t, 0.5),
+        plots.count_scatter(frames),
+        plots.loss_curves({"m": [{"epoch": 1, "loss": 2.0, "bbox_regression": 1.0, "val_mAP": 0.5}]}),
+    ):
         fig.savefig(tmp_path / "f.png")
         matplotlib.pyplot.close(fig)
 
@@ -200,7 +239,9 @@ def test_report_tables_and_figures_on_hand_made_images(tmp_path):
 def test_headline_picks_the_best_model_on_validation_not_on_test():
     from bloodlib.detection import evaluation as E
 
-    maps = pd.DataFrame([{"model": "A", "mAP50": 0.9, "val_mAP50": 0.7}, {"model": "B", "mAP50": 0.8, "val_mAP50": 0.8}])
+    maps = pd.DataFrame(
+        [{"model": "A", "mAP50": 0.9, "val_mAP50": 0.7}, {"model": "B", "mAP50": 0.8, "val_mAP50": 0.8}]
+    )
     table = pd.DataFrame([{"model": m, "class": "Platelets", "AP50": ap} for m, ap in (("A", 0.5), ("B", 0.6))])
     counts = pd.DataFrame([{"model": m, "class": c, "exact": 1.0, "mape": 0.0} for m in "AB" for c in ("WBC", "RBC")])
     values = E.headline(maps, table, counts, 1.0, ["A", "B"])

@@ -18,8 +18,9 @@ pytestmark = pytest.mark.usefixtures("one_thread")
 
 def small_ssd(backbone: str, **kwargs) -> torch.nn.Module:
     torch.manual_seed(0)
-    return build_ssd(backbone=backbone, num_classes=4, width=0.125, batch_norm=True, scales=SCALES,
-                     aspect_ratios=(0.7,), **kwargs)
+    return build_ssd(
+        backbone=backbone, num_classes=4, width=0.125, batch_norm=True, scales=SCALES, aspect_ratios=(0.7,), **kwargs
+    )
 
 
 @pytest.mark.parametrize(
@@ -39,7 +40,21 @@ def test_feature_map_sizes_at_300(backbone, sizes):
 def test_full_width_vgg16_has_ssd300_channels():
     net = VGG16Backbone(width=1.0)
     assert net.out_channels == [512, 1024, 512, 256, 256, 256]
-    assert [c.out_channels for c in net.conv_layers()] == [64, 64, 128, 128, 256, 256, 256, 512, 512, 512, 512, 512, 512]
+    assert [c.out_channels for c in net.conv_layers()] == [
+        64,
+        64,
+        128,
+        128,
+        256,
+        256,
+        256,
+        512,
+        512,
+        512,
+        512,
+        512,
+        512,
+    ]
     dilated = next(m for m in net.fc.modules() if isinstance(m, torch.nn.Conv2d))
     assert dilated.dilation == (6, 6) and dilated.out_channels == 1024
     assert AlexNetBackbone(width=1.0).out_channels == [192, 1024, 512, 256, 256, 256]
@@ -100,8 +115,12 @@ def test_bad_arguments_are_named():
 @pytest.mark.parametrize(
     "backbone,factory,weights,indices",
     [
-        ("vgg16", torchvision.models.vgg16, torchvision.models.VGG16_Weights.IMAGENET1K_V1,
-         (0, 2, 5, 7, 10, 12, 14, 17, 19, 21, 24, 26, 28)),
+        (
+            "vgg16",
+            torchvision.models.vgg16,
+            torchvision.models.VGG16_Weights.IMAGENET1K_V1,
+            (0, 2, 5, 7, 10, 12, 14, 17, 19, 21, 24, 26, 28),
+        ),
         ("alexnet", torchvision.models.alexnet, torchvision.models.AlexNet_Weights.IMAGENET1K_V1, (0, 3, 6, 8, 10)),
     ],
 )

@@ -11,8 +11,11 @@ from bloodlib.detection.tta import FLIPS, flip_image, fuse_views, predict_tta, u
 
 
 def detection(boxes: list[list[float]], scores: list[float], labels: list[int]) -> dict[str, torch.Tensor]:
-    return {"boxes": torch.tensor(boxes, dtype=torch.float).reshape(-1, 4), "scores": torch.tensor(scores),
-            "labels": torch.tensor(labels, dtype=torch.long)}
+    return {
+        "boxes": torch.tensor(boxes, dtype=torch.float).reshape(-1, 4),
+        "scores": torch.tensor(scores),
+        "labels": torch.tensor(labels, dtype=torch.long),
+    }
 
 
 class BrightSquareAndCorner(torch.nn.Module):
@@ -55,8 +58,10 @@ def test_fusion_averages_boxes_by_score_and_scores_over_views():
     only_once = detection([[50, 50, 60, 60]], [1.0], [1])
     other_class = detection([[0, 0, 10, 10]], [0.5], [2])  # same place, another class: kept apart
     fused = fuse_views([a, b, only_once, other_class], iou=0.5)
-    by_label = {(lab, round(s, 4)): box for lab, s, box in
-                zip(fused["labels"].tolist(), fused["scores"].tolist(), fused["boxes"].tolist(), strict=True)}
+    by_label = {
+        (lab, round(s, 4)): box
+        for lab, s, box in zip(fused["labels"].tolist(), fused["scores"].tolist(), fused["boxes"].tolist(), strict=True)
+    }
     assert set(by_label) == {(1, 0.3), (1, 0.25), (2, 0.125)}  # (0.8 + 0.4) / 4, 1.0 / 4, 0.5 / 4
     assert by_label[(1, 0.3)] == pytest.approx([1 / 3, 0, 10 + 1 / 3, 10])  # (0.8 * x + 0.4 * (x + 1)) / 1.2
     assert fused["scores"].tolist() == sorted(fused["scores"].tolist(), reverse=True)

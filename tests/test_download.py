@@ -10,6 +10,15 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
+from http_helpers import (
+    QuietHandler,
+    TruncatingHandler,
+    make_tar,
+    make_zip,
+    serve_directory,
+    serve_handler,
+    start_server,
+)
 
 from bloodlib.data import download as dl
 from bloodlib.data.download import (
@@ -21,23 +30,13 @@ from bloodlib.data.download import (
     sha256_file,
 )
 
-from http_helpers import (
-    QuietHandler,
-    TruncatingHandler,
-    make_tar,
-    make_zip,
-    serve_directory,
-    serve_handler,
-    start_server,
-)
 
 def sha(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
 
 
 def files_under(root: Path) -> dict[str, bytes]:
-    return {p.relative_to(root).as_posix(): p.read_bytes()
-            for p in sorted(root.rglob("*")) if p.is_file()}
+    return {p.relative_to(root).as_posix(): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()}
 
 
 REPO = "Repo-0123abc"
@@ -51,8 +50,9 @@ REPO_FILES = {
 # --------------------------------------------------------------------------- download + extract
 
 
-@pytest.mark.parametrize("fmt,name", [("tgz", "archive.tar.gz"), ("zip", "archive.zip"),
-                                      ("tar", "archive.bin"), ("zip", "misnamed.tgz")])
+@pytest.mark.parametrize(
+    "fmt,name", [("tgz", "archive.tar.gz"), ("zip", "archive.zip"), ("tar", "archive.bin"), ("zip", "misnamed.tgz")]
+)
 def test_download_and_extract_with_mapping(tmp_path: Path, fmt: str, name: str) -> None:
     srv = tmp_path / "srv"
     srv.mkdir()
@@ -63,17 +63,14 @@ def test_download_and_extract_with_mapping(tmp_path: Path, fmt: str, name: str) 
     digest = sha256_file(srv / name)
 
     with serve_directory(srv) as base:
-        got = download_file(f"{base}/{name}", tmp_path / "dl" / name, sha256=digest.upper(),
-                            timeout=5, progress=False)
+        got = download_file(f"{base}/{name}", tmp_path / "dl" / name, sha256=digest.upper(), timeout=5, progress=False)
     assert got == tmp_path / "dl" / name
     assert got.read_bytes() == (srv / name).read_bytes()
     assert os.listdir(tmp_path / "dl") == [name]
 
     out = tmp_path / "out"
-    written = extract_archive(got, out, mapping=[(f"{REPO}/sub/", ""),
-                                                 (f"{REPO}/sub/a.txt", "copies/a1.txt")])
-    assert files_under(out) == {"a.txt": b"alpha\n", "deep/b.csv": b"x,y\n1,2\n",
-                                "copies/a1.txt": b"alpha\n"}
+    written = extract_archive(got, out, mapping=[(f"{REPO}/sub/", ""), (f"{REPO}/sub/a.txt", "copies/a1.txt")])
+    assert files_under(out) == {"a.txt": b"alpha\n", "deep/b.csv": b"x,y\n1,2\n", "copies/a1.txt": b"alpha\n"}
     assert sorted(written) == sorted([out / "a.txt", out / "deep/b.csv", out / "copies/a1.txt"])
 
     everything = extract_archive(got, tmp_path / "all")
@@ -84,8 +81,7 @@ def test_download_and_extract_with_mapping(tmp_path: Path, fmt: str, name: str) 
 def test_progress_bar_enabled(tmp_path: Path) -> None:
     (tmp_path / "f.xlsx").write_bytes(b"x" * 3000)
     with serve_directory(tmp_path) as base:
-        out = download_file(f"{base}/f.xlsx", tmp_path / "dl" / "f.xlsx", progress=True,
-                            desc="xlsx", timeout=5)
+        out = download_file(f"{base}/f.xlsx", tmp_path / "dl" / "f.xlsx", progress=True, desc="xlsx", timeout=5)
     assert out.read_bytes() == b"x" * 3000
 
 
@@ -105,8 +101,7 @@ def test_wrong_checksum(tmp_path: Path) -> None:
     with serve_directory(tmp_path / "srv") as base:
         url = f"{base}/f.bin"
         with pytest.raises(ChecksumError) as exc:
-            download_file(url, tmp_path / "dl" / "f.bin", sha256=wrong, timeout=5,
-                          progress=False)
+            download_file(url, tmp_path / "dl" / "f.bin", sha256=wrong, timeout=5, progress=False)
     msg = str(exc.value)
     assert url in msg and wrong in msg and sha(b"payload") in msg
     assert isinstance(exc.value, DownloadError)
@@ -196,8 +191,13 @@ def test_custom_headers_are_sent(tmp_path: Path) -> None:
             self.wfile.write(body)
 
     with serve_handler(RecordingHandler) as base:
-        out = download_file(f"{base}/f", tmp_path / "f", timeout=5, progress=False,
-                            headers={"Authorization": "token abc", "X-Bloodlib": "1"})
+        out = download_file(
+            f"{base}/f",
+            tmp_path / "f",
+            timeout=5,
+            progress=False,
+            headers={"Authorization": "token abc", "X-Bloodlib": "1"},
+        )
     assert out.read_bytes() == b"ok"
     assert len(seen) == 1
     assert seen[0]["Authorization"] == "token abc" and seen[0]["X-Bloodlib"] == "1"
@@ -227,19 +227,21 @@ def _fifo(tf: tarfile.TarFile) -> None:
 OK = {"data/ok.txt": b"fine"}  # comes first: nothing may be written before validation
 
 
-@pytest.mark.parametrize("kind,member,build", [
-    ("tar", "../evil.txt", lambda p: make_tar(p, {**OK, "../evil.txt": b"x"})),
-    ("tar", "data/../../evil.txt", lambda p: make_tar(p, {**OK, "data/../../evil.txt": b"x"})),
-    ("tar", "/tmp/evil.txt", lambda p: make_tar(p, {**OK, "/tmp/evil.txt": b"x"})),
-    ("tar", "data/link", lambda p: make_tar(p, OK, extra=_symlink)),
-    ("tar", "data/hard", lambda p: make_tar(p, OK, extra=_hardlink)),
-    ("tar", "data/pipe", lambda p: make_tar(p, OK, extra=_fifo)),
-    ("zip", "../evil.txt", lambda p: make_zip(p, {**OK, "../evil.txt": b"x"})),
-    ("zip", "C:/evil.txt", lambda p: make_zip(p, {**OK, "C:/evil.txt": b"x"})),
-    ("zip", "..\\evil.txt", lambda p: make_zip(p, {**OK, "..\\evil.txt": b"x"})),
-])
-def test_unsafe_members_refused(tmp_path: Path, kind: str, member: str,
-                                build: Callable[[Path], Path]) -> None:
+@pytest.mark.parametrize(
+    "kind,member,build",
+    [
+        ("tar", "../evil.txt", lambda p: make_tar(p, {**OK, "../evil.txt": b"x"})),
+        ("tar", "data/../../evil.txt", lambda p: make_tar(p, {**OK, "data/../../evil.txt": b"x"})),
+        ("tar", "/tmp/evil.txt", lambda p: make_tar(p, {**OK, "/tmp/evil.txt": b"x"})),
+        ("tar", "data/link", lambda p: make_tar(p, OK, extra=_symlink)),
+        ("tar", "data/hard", lambda p: make_tar(p, OK, extra=_hardlink)),
+        ("tar", "data/pipe", lambda p: make_tar(p, OK, extra=_fifo)),
+        ("zip", "../evil.txt", lambda p: make_zip(p, {**OK, "../evil.txt": b"x"})),
+        ("zip", "C:/evil.txt", lambda p: make_zip(p, {**OK, "C:/evil.txt": b"x"})),
+        ("zip", "..\\evil.txt", lambda p: make_zip(p, {**OK, "..\\evil.txt": b"x"})),
+    ],
+)
+def test_unsafe_members_refused(tmp_path: Path, kind: str, member: str, build: Callable[[Path], Path]) -> None:
     archive = build(tmp_path / f"bad.{kind}")
     dest = tmp_path / "a" / "b" / "dest"
     with pytest.raises(UnsafeArchiveError) as exc:
@@ -251,7 +253,7 @@ def test_unsafe_members_refused(tmp_path: Path, kind: str, member: str,
 
 def test_symlink_zip_member_refused(tmp_path: Path) -> None:
     info = zipfile.ZipInfo("data/link")
-    info.external_attr = (0o120777 << 16)
+    info.external_attr = 0o120777 << 16
     with zipfile.ZipFile(tmp_path / "l.zip", "w") as zf:
         zf.writestr("data/ok.txt", b"fine")
         zf.writestr(info, "/etc/passwd")

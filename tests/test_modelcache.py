@@ -36,8 +36,11 @@ def test_checkpoint_then_final(tmp_path, monkeypatch):
 
 
 def test_find_run_by_parameters(tmp_path):
-    for key, params, done in (("a", {"x": 1, "split": {"val_groups": [1]}}, True), ("b", {"x": 2}, True),
-                              ("c", {"x": 1, "split": {"val_groups": [2]}}, False)):
+    for key, params, done in (
+        ("a", {"x": 1, "split": {"val_groups": [1]}}, True),
+        ("b", {"x": 2}, True),
+        ("c", {"x": 1, "split": {"val_groups": [2]}}, False),
+    ):
         folder = tmp_path / "task" / key
         folder.mkdir(parents=True)
         (folder / "run.json").write_text(json.dumps({"params": params}))

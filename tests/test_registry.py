@@ -92,8 +92,13 @@ def fake_spec(tmp_path: Path, *sources: R.Source) -> R.DatasetSpec:
             path.write_bytes(data)
     digest, count = tree_digest(reference)
     return R.DatasetSpec(
-        name="fake", title="fake", homepage="", license="", sources=sources,
-        checks=(Check(".", digest, count),), notes=("see the fake notes",),
+        name="fake",
+        title="fake",
+        homepage="",
+        license="",
+        sources=sources,
+        checks=(Check(".", digest, count),),
+        notes=("see the fake notes",),
     )
 
 
@@ -140,7 +145,9 @@ def test_fetch_falls_back_and_refuses_wrong_content(isolated, monkeypatch):
 
 def test_fetch_interrupted_download_leaves_nothing(isolated, monkeypatch):
     with serve_handler(TruncatingHandler) as base:
-        monkeypatch.setitem(R.DATASETS, "fake", fake_spec(isolated, R.Source(url=f"{base}/x.tar.gz", mapping=(("", ""),))))
+        monkeypatch.setitem(
+            R.DATASETS, "fake", fake_spec(isolated, R.Source(url=f"{base}/x.tar.gz", mapping=(("", ""),)))
+        )
         with pytest.raises(R.DataNotFoundError, match="300 of 1000"):
             R.fetch("fake")
     assert leftovers(isolated / "cache" / "data") == []

@@ -47,12 +47,20 @@ def make_project(root: Path, *, fail: bool = False) -> Path:
     nb = nbformat.v4.new_notebook()
     params = nbformat.v4.new_code_cell('profile = "cpu"\nreport_dir = ""\nsize = 3\nfail = False')
     params.metadata["tags"] = ["parameters"]
-    nb.cells = [nbformat.v4.new_markdown_cell("# Demo report\n\nSee [the section](#Section)."),
-                params, nbformat.v4.new_code_cell(BODY), nbformat.v4.new_markdown_cell("## Section")]
+    nb.cells = [
+        nbformat.v4.new_markdown_cell("# Demo report\n\nSee [the section](#Section)."),
+        params,
+        nbformat.v4.new_code_cell(BODY),
+        nbformat.v4.new_markdown_cell("## Section"),
+    ]
     nbformat.write(nb, root / "notebooks" / "90_demo.ipynb")
     for profile in P.PROFILES:
-        shutil.copytree(ROOT / "params" / profile, root / "params" / profile, dirs_exist_ok=True,
-                        ignore=shutil.ignore_patterns("0*.yaml"))
+        shutil.copytree(
+            ROOT / "params" / profile,
+            root / "params" / profile,
+            dirs_exist_ok=True,
+            ignore=shutil.ignore_patterns("0*.yaml"),
+        )
         (root / "params" / profile / "90_demo.yaml").write_text(f"size: 4\nfail: {str(fail).lower()}\n")
     return root
 
@@ -147,8 +155,11 @@ def test_a_notebook_starts_only_after_the_notebooks_whose_models_it_uses(tmp_pat
             events.append(("end", name))
         return runner.NotebookRun(name=name, profile=profile, status="ok", wall_s=0.0, finished_at="", parameters={})
 
-    monkeypatch.setattr(runner, "select_notebooks", lambda root, only: ["04_pipeline", "03_covid_diagnosis",
-                                                                         "02_wbc_subtypes", "01_detection"])
+    monkeypatch.setattr(
+        runner,
+        "select_notebooks",
+        lambda root, only: ["04_pipeline", "03_covid_diagnosis", "02_wbc_subtypes", "01_detection"],
+    )
     monkeypatch.setattr(runner, "run_notebook", fake_run)
     monkeypatch.setattr(runner, "_check_kernel", lambda name: None)
     runs = runner.run_reports("quick", jobs=2, root=tmp_path)

@@ -64,8 +64,14 @@ def layer_summary(model: nn.Module, input_size: tuple[int, int]) -> pd.DataFrame
 
         def hook(mod: nn.Module, _inputs: tuple, output: torch.Tensor, name: str = name) -> None:
             shape = tuple(output.shape[1:]) if isinstance(output, torch.Tensor) else None
-            rows.append({"layer": name, "type": type(mod).__name__, "output": shape,
-                         "params": sum(p.numel() for p in mod.parameters(recurse=False))})  # fmt: skip
+            rows.append(
+                {
+                    "layer": name,
+                    "type": type(mod).__name__,
+                    "output": shape,
+                    "params": sum(p.numel() for p in mod.parameters(recurse=False)),
+                }
+            )
 
         hooks.append(module.register_forward_hook(hook))
     try:

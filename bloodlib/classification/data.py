@@ -31,10 +31,30 @@ SOURCE_MAP = "dataset2-master_source_map.csv"
 #: copies (sensor dust gives many more matches, but with degenerate transforms). Includes
 #: the four pairs named in ``BCCD/SOURCE.md`` (00227/00260, 00382/00395, 00204/00277, 00230/00257).
 NEAR_DUPLICATE_PAIRS = (
-    (37, 38), (165, 193), (166, 193), (204, 277), (205, 276), (206, 278), (223, 263), (226, 261),
-    (227, 260), (229, 258), (230, 257), (231, 256), (232, 255), (236, 253), (239, 240), (242, 249),
-    (243, 250), (244, 247), (248, 249), (381, 397), (382, 395), (384, 393), (386, 391),
-)  # fmt: skip
+    (37, 38),
+    (165, 193),
+    (166, 193),
+    (204, 277),
+    (205, 276),
+    (206, 278),
+    (223, 263),
+    (226, 261),
+    (227, 260),
+    (229, 258),
+    (230, 257),
+    (231, 256),
+    (232, 255),
+    (236, 253),
+    (239, 240),
+    (242, 249),
+    (243, 250),
+    (244, 247),
+    (248, 249),
+    (381, 397),
+    (382, 395),
+    (384, 393),
+    (386, 391),
+)
 
 
 class SourceMapMissingError(FileNotFoundError):
@@ -80,8 +100,12 @@ def rebuild_source_map(blood_cells_dir: Path, target: Path, *, progress: bool = 
         bccd = locate("BCCD")
     except DataNotFoundError as err:
         raise _missing(blood_cells_dir, f"the BCCD originals are not available ({err})") from err
-    print(f"{SOURCE_MAP} is not next to dataset2-master/: rebuilding it from the images "
-          f"(SIFT matching against BCCD, a few minutes) into {target}", file=sys.stderr, flush=True)  # fmt: skip
+    print(
+        f"{SOURCE_MAP} is not next to dataset2-master/: rebuilding it from the images "
+        f"(SIFT matching against BCCD, a few minutes) into {target}",
+        file=sys.stderr,
+        flush=True,
+    )
     start = time.perf_counter()
     frame = build_source_map(blood_cells_dir, bccd, progress=progress)
     atomic_write_text(target, frame.to_csv(index=False))

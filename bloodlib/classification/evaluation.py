@@ -41,15 +41,17 @@ def predictions(
         for set_name, data in sets.items():
             logits = predict_logits(model, data.canvases, input_size, batch_size, tta=tta)
             probs = torch.softmax(logits, 1).numpy()
-            frame = pd.DataFrame({
-                "model": name,
-                "set": set_name,
-                "item": np.arange(len(data)),
-                "y_true": data.labels.numpy(),
-                "y_pred": probs.argmax(1),
-                "group": data.frame["group"].to_numpy(),
-                "source": data.frame["source"].to_numpy(),
-            })  # fmt: skip
+            frame = pd.DataFrame(
+                {
+                    "model": name,
+                    "set": set_name,
+                    "item": np.arange(len(data)),
+                    "y_true": data.labels.numpy(),
+                    "y_pred": probs.argmax(1),
+                    "group": data.frame["group"].to_numpy(),
+                    "source": data.frame["source"].to_numpy(),
+                }
+            )
             for k, label in enumerate(CLASSES):
                 frame[f"p_{label}"] = probs[:, k]
             frames.append(frame)
@@ -71,8 +73,10 @@ def formatted(table: pd.DataFrame, set_name: str) -> pd.DataFrame:
     part = table[table["set"] == set_name]
     out = pd.DataFrame({"model": part["model"], "images": part["images"], "sources": part["groups"]})
     for metric in METRICS:
-        out[metric] = [f"{v:.3f} [{lo:.2f}, {hi:.2f}]" for v, lo, hi in
-                       zip(part[metric], part[f"{metric}_lo"], part[f"{metric}_hi"])]  # fmt: skip
+        out[metric] = [
+            f"{v:.3f} [{lo:.2f}, {hi:.2f}]"
+            for v, lo, hi in zip(part[metric], part[f"{metric}_lo"], part[f"{metric}_hi"])
+        ]
         out[f"paper {metric}"] = part[f"paper_{metric}"].to_numpy()
     return out.reset_index(drop=True)
 

@@ -60,8 +60,12 @@ def learning_curves(histories: dict[str, pd.DataFrame], *, title: str) -> Figure
         ax_acc.plot(history["epoch"], history["train_acc"], "--", color=colour, alpha=0.7)
         ax_acc.plot(history["epoch"], history["val_bacc"], "-", color=colour, label=name)
     ax_loss.set(xlabel="epoch", ylabel="cross-entropy", title="loss (dashed: train, solid: validation)")
-    ax_acc.set(xlabel="epoch", ylabel="accuracy", ylim=(0, 1.02),
-               title="train accuracy (dashed), validation balanced accuracy (solid)")  # fmt: skip
+    ax_acc.set(
+        xlabel="epoch",
+        ylabel="accuracy",
+        ylim=(0, 1.02),
+        title="train accuracy (dashed), validation balanced accuracy (solid)",
+    )
     ax_acc.legend(fontsize=8, loc="lower right")
     for ax in (ax_loss, ax_acc):
         ax.grid(alpha=0.3)

@@ -100,10 +100,16 @@ class SourceIndex:
 def method_signature() -> dict[str, object]:
     """Every constant that shapes the output, for cache keys."""
     return {
-        "version": METHOD_VERSION, "image_size": IMAGE_SIZE, "flips": FLIPS, "ratio": RATIO,
-        "neighbours": NEIGHBOURS, "min_votes": MIN_VOTES, "min_margin": MIN_MARGIN, "min_match_votes": MIN_MATCH_VOTES,
+        "version": METHOD_VERSION,
+        "image_size": IMAGE_SIZE,
+        "flips": FLIPS,
+        "ratio": RATIO,
+        "neighbours": NEIGHBOURS,
+        "min_votes": MIN_VOTES,
+        "min_margin": MIN_MARGIN,
+        "min_match_votes": MIN_MATCH_VOTES,
         "flann": [FLANN_TREES, FLANN_CHECKS, FLANN_SEED],
-    }  # fmt: skip
+    }
 
 
 def input_digest(blood_cells_dir: Path) -> str:
@@ -202,9 +208,14 @@ def _opencv_threads(n: int) -> Iterator[None]:
 
 
 def _parallel_map(
-    func: Callable[[_T], _R], items: Sequence[_T], *, workers: int, desc: str, progress: bool,
+    func: Callable[[_T], _R],
+    items: Sequence[_T],
+    *,
+    workers: int,
+    desc: str,
+    progress: bool,
     init: Callable[[], None] | None = None,
-) -> list[_R]:  # fmt: skip
+) -> list[_R]:
     """``[func(item) for item in items]`` on ``workers`` threads (OpenCV releases the GIL), in order."""
     from tqdm.auto import tqdm
 
@@ -229,13 +240,16 @@ def build_index(bccd_dir: Path, *, progress: bool = True, workers: int | None = 
             local.sift = cv2.SIFT_create()
         return [sift_descriptors(local.sift, v) for v in original_variants(read_gray(path))]
 
-    per_image = _parallel_map(describe, paths, workers=workers or default_workers(), desc="SIFT BCCD originals",
-                              progress=progress)  # fmt: skip
+    per_image = _parallel_map(
+        describe, paths, workers=workers or default_workers(), desc="SIFT BCCD originals", progress=progress
+    )
     descriptors = np.concatenate([d for variants in per_image for d in variants])
-    owners = np.concatenate([
-        np.full(sum(len(d) for d in variants), bccd_number(path.name), np.int64)
-        for path, variants in zip(paths, per_image, strict=True)
-    ])  # fmt: skip
+    owners = np.concatenate(
+        [
+            np.full(sum(len(d) for d in variants), bccd_number(path.name), np.int64)
+            for path, variants in zip(paths, per_image, strict=True)
+        ]
+    )
     return SourceIndex(np.ascontiguousarray(descriptors), owners)
 
 
@@ -260,8 +274,14 @@ def match_images(
         source, v1, v2 = best_two(count_votes(indices, distances, index.owners))
         return (np.nan if source is None else float(source)), v1, v2
 
-    rows = _parallel_map(match, list(paths), workers=workers or default_workers(), desc="match dataset2 images",
-                         progress=progress, init=init)  # fmt: skip
+    rows = _parallel_map(
+        match,
+        list(paths),
+        workers=workers or default_workers(),
+        desc="match dataset2 images",
+        progress=progress,
+        init=init,
+    )
     out = pd.DataFrame(rows, columns=["srcid", "v1", "v2"]).astype({"srcid": float, "v1": np.int64, "v2": np.int64})
     out["confident"] = (out["v1"] >= MIN_VOTES) & (out["v1"] >= MIN_MARGIN * out["v2"])
     return out

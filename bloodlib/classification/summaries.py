@@ -34,12 +34,14 @@ def leakage_check(sets: dict[str, CanvasSet], training: tuple[str, ...] = ("trai
             if second == first or (second in training and training.index(second) < training.index(first)):
                 continue
             a, b = sets[first].frame, data.frame
-            rows.append({
-                "training set": first,
-                "other set": second,
-                "shared sources": len(set(a["source"]) & set(b["source"])),
-                "shared groups": len(set(a["group"]) & set(b["group"])),
-            })  # fmt: skip
+            rows.append(
+                {
+                    "training set": first,
+                    "other set": second,
+                    "shared sources": len(set(a["source"]) & set(b["source"])),
+                    "shared groups": len(set(a["group"]) & set(b["group"])),
+                }
+            )
     return pd.DataFrame(rows)
 
 
@@ -65,18 +67,21 @@ def localizer_check(
         gt = np.array([row.x0, row.y0, row.x1, row.y1]) * scale
         side = max(gt[2] - gt[0], gt[3] - gt[1])
         if found is None:
-            rows.append({"image": row.image, "label": row.label, "found": False,
-                         "centre_error": np.nan, "side_ratio": np.nan})  # fmt: skip
+            rows.append(
+                {"image": row.image, "label": row.label, "found": False, "centre_error": np.nan, "side_ratio": np.nan}
+            )
             continue
         f = np.array(found)
         centre = np.hypot(*((f[:2] + f[2:]) / 2 - (gt[:2] + gt[2:]) / 2))
-        rows.append({
-            "image": row.image,
-            "label": row.label,
-            "found": True,
-            "centre_error": centre / side,
-            "side_ratio": side / max(f[2] - f[0], f[3] - f[1]),
-        })  # fmt: skip
+        rows.append(
+            {
+                "image": row.image,
+                "label": row.label,
+                "found": True,
+                "centre_error": centre / side,
+                "side_ratio": side / max(f[2] - f[0], f[3] - f[1]),
+            }
+        )
     return pd.DataFrame(rows)
 
 
@@ -85,13 +90,15 @@ def training_summary(trained: dict) -> pd.DataFrame:
     rows = []
     for name, t in trained.items():
         best = t.history.loc[t.history["epoch"] == t.best_epoch].iloc[0]
-        rows.append({
-            "model": name,
-            "epochs": int(t.history["epoch"].max()),
-            "selected epoch": t.best_epoch,
-            "val balanced acc": best["val_bacc"],
-            "val acc": best["val_acc"],
-            "train minutes": t.train_seconds / 60,
-            "from cache": t.cached,
-        })  # fmt: skip
+        rows.append(
+            {
+                "model": name,
+                "epochs": int(t.history["epoch"].max()),
+                "selected epoch": t.best_epoch,
+                "val balanced acc": best["val_bacc"],
+                "val acc": best["val_acc"],
+                "train minutes": t.train_seconds / 60,
+                "from cache": t.cached,
+            }
+        )
     return pd.DataFrame(rows)

@@ -169,9 +169,13 @@ def model_run(p: WbcSubtypesParams, name: str, checksums: dict[str, Any], val_gr
         "policy": dataclasses.asdict(crop_policy(p)),
         "augment": dataclasses.asdict(augment_config(p)),
         "train": dataclasses.asdict(train_config(p, name)),
-        "split": {"val_fraction": p.val_fraction, "train_max_per_source": p.train_max_per_source,
-                  "val_max_per_source": p.val_max_per_source, "val_groups": val_groups},
-    }  # fmt: skip
+        "split": {
+            "val_fraction": p.val_fraction,
+            "train_max_per_source": p.train_max_per_source,
+            "val_max_per_source": p.val_max_per_source,
+            "val_groups": val_groups,
+        },
+    }
     data = {k: checksums[k] for k in ("blood-cells", "source_map")}
     return ModelRun(f"{TASK}/{name}", shaping, {k: str(v) for k, v in data.items()})
 
@@ -247,6 +251,8 @@ def train(profile: str, root: Path) -> int:
     for name, trained in train_models(p, data).items():
         best = trained.history.loc[trained.history["epoch"] == trained.best_epoch].iloc[0]
         state = "cached" if trained.cached else "trained"
-        print(f"{name:14s} {state:7s} {trained.train_seconds:7.1f} s  best epoch {trained.best_epoch}  "
-              f"val bal. acc {best['val_bacc']:.3f}  ({trained.run_folder})")  # fmt: skip
+        print(
+            f"{name:14s} {state:7s} {trained.train_seconds:7.1f} s  best epoch {trained.best_epoch}  "
+            f"val bal. acc {best['val_bacc']:.3f}  ({trained.run_folder})"
+        )
     return 0

@@ -63,9 +63,16 @@ def sha256_file(path: Path, chunk_size: int = _CHUNK) -> str:
     return digest.hexdigest()
 
 
-def download_file(url: str, dest: Path, *, sha256: str | None = None,
-                  headers: Mapping[str, str] | None = None, timeout: float = 60.0,
-                  progress: bool = True, desc: str | None = None) -> Path:
+def download_file(
+    url: str,
+    dest: Path,
+    *,
+    sha256: str | None = None,
+    headers: Mapping[str, str] | None = None,
+    timeout: float = 60.0,
+    progress: bool = True,
+    desc: str | None = None,
+) -> Path:
     """Stream ``url`` to ``dest`` with a tqdm progress bar (total from Content-Length).
 
     The body goes to a temporary file in ``dest``'s folder and is hashed while
@@ -88,11 +95,9 @@ def download_file(url: str, dest: Path, *, sha256: str | None = None,
     tmp = Path(tmp_name)
     try:
         with os.fdopen(fd, "wb") as out:
-            actual = _stream(request, out, timeout=timeout, progress=progress,
-                             desc=desc or dest.name)
+            actual = _stream(request, out, timeout=timeout, progress=progress, desc=desc or dest.name)
         if expected is not None and actual != expected:
-            raise ChecksumError(
-                f"sha256 mismatch for {url}: expected {expected}, got {actual}")
+            raise ChecksumError(f"sha256 mismatch for {url}: expected {expected}, got {actual}")
         os.replace(tmp, dest)
     except BaseException:
         tmp.unlink(missing_ok=True)
@@ -100,8 +105,7 @@ def download_file(url: str, dest: Path, *, sha256: str | None = None,
     return dest
 
 
-def _stream(request: urllib.request.Request, out: IO[bytes], *, timeout: float,
-            progress: bool, desc: str) -> str:
+def _stream(request: urllib.request.Request, out: IO[bytes], *, timeout: float, progress: bool, desc: str) -> str:
     """Copy the response body for ``request`` into ``out``; return its sha256."""
     url = request.full_url
     try:
@@ -116,14 +120,14 @@ def _stream(request: urllib.request.Request, out: IO[bytes], *, timeout: float,
         total = int(length) if length.isdigit() else None
         digest = hashlib.sha256()
         received = 0
-        with tqdm(total=total, unit="B", unit_scale=True, unit_divisor=1024,
-                  desc=desc, disable=not progress, leave=False) as bar:
+        with tqdm(
+            total=total, unit="B", unit_scale=True, unit_divisor=1024, desc=desc, disable=not progress, leave=False
+        ) as bar:
             while True:
                 try:
                     chunk = response.read(_CHUNK)
                 except (http.client.HTTPException, OSError) as exc:
-                    raise DownloadError(
-                        f"connection to {url} failed after {received} bytes: {exc!r}") from exc
+                    raise DownloadError(f"connection to {url} failed after {received} bytes: {exc!r}") from exc
                 if not chunk:
                     break
                 out.write(chunk)
@@ -131,13 +135,11 @@ def _stream(request: urllib.request.Request, out: IO[bytes], *, timeout: float,
                 received += len(chunk)
                 bar.update(len(chunk))
     if total is not None and received != total:
-        raise DownloadError(
-            f"truncated download from {url}: got {received} of {total} bytes (Content-Length)")
+        raise DownloadError(f"truncated download from {url}: got {received} of {total} bytes (Content-Length)")
     return digest.hexdigest()
 
 
-def extract_archive(archive: Path, dest: Path, *,
-                    mapping: Sequence[tuple[str, str]] | None = None) -> list[Path]:
+def extract_archive(archive: Path, dest: Path, *, mapping: Sequence[tuple[str, str]] | None = None) -> list[Path]:
     """Safely extract a .tar, .tar.gz/.tgz (or other tarfile compression) or .zip into ``dest``.
 
     The format is detected from the content, not the file name. ``mapping`` is an
@@ -195,8 +197,13 @@ def _unsafe_name(name: str) -> bool:
     return name.startswith(("/", "\\")) or bool(_DRIVE_RE.match(name)) or ".." in parts
 
 
-def _extract(members: list[tuple[str, str, Any]], open_member: Callable[[Any], IO[bytes]],
-             archive: Path, dest: Path, mapping: Sequence[tuple[str, str]] | None) -> list[Path]:
+def _extract(
+    members: list[tuple[str, str, Any]],
+    open_member: Callable[[Any], IO[bytes]],
+    archive: Path,
+    dest: Path,
+    mapping: Sequence[tuple[str, str]] | None,
+) -> list[Path]:
     """Validate all ``(name, kind, handle)`` members, then write the selected ones."""
     root = dest.resolve()
     plan: list[tuple[Path, str, Any]] = []
@@ -209,13 +216,12 @@ def _extract(members: list[tuple[str, str, Any]], open_member: Callable[[Any], I
                 continue
             if kind not in ("file", "dir"):
                 raise UnsafeArchiveError(f"refusing {kind} member {name!r} in {archive}")
-            rel = (target_prefix + name[len(prefix):]).strip("/")
+            rel = (target_prefix + name[len(prefix) :]).strip("/")
             if not rel:
                 continue  # the mapped prefix directory itself
             target = dest / rel
             if _unsafe_name(rel) or not target.resolve().is_relative_to(root):
-                raise UnsafeArchiveError(
-                    f"member {name!r} in {archive} resolves outside {dest}")
+                raise UnsafeArchiveError(f"member {name!r} in {archive} resolves outside {dest}")
             plan.append((target, kind, handle))
     written: list[Path] = []
     dest.mkdir(parents=True, exist_ok=True)

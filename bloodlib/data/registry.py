@@ -110,7 +110,9 @@ DATASETS: dict[str, DatasetSpec] = {
                 ),
             ),
             checks=(
-                Check("dataset2-master/images", "1967ca56ea00cabefc98710eba2827ed9bb8f04b7de91915bfccb05d3d9639f3", 12515),
+                Check(
+                    "dataset2-master/images", "1967ca56ea00cabefc98710eba2827ed9bb8f04b7de91915bfccb05d3d9639f3", 12515
+                ),
                 Check("dataset2-master/labels.csv", "2a11d215cade403d4fdb02b27b914c505bf59d4879b9b911fe97830b90c4e1a2"),
                 Check("dataset-master/labels.csv", "2a11d215cade403d4fdb02b27b914c505bf59d4879b9b911fe97830b90c4e1a2"),
             ),
@@ -286,9 +288,7 @@ def fetch(name: str, *, target: Path | None = None, force: bool = False) -> Path
                 warnings.warn(f"{name}: source failed, trying the next one: {source.url}: {err}", stacklevel=2)
         finally:
             shutil.rmtree(staging, ignore_errors=True)
-    raise DataNotFoundError(
-        f"could not fetch {name!r}:\n  " + "\n  ".join(failures) + "\n" + "\n".join(spec.notes)
-    )
+    raise DataNotFoundError(f"could not fetch {name!r}:\n  " + "\n  ".join(failures) + "\n" + "\n".join(spec.notes))
 
 
 @dataclass(frozen=True)
@@ -338,6 +338,7 @@ def verified_checksums(name: str) -> dict[str, str]:
     """
     result = verify(name)
     if not result.ok:
-        raise DataMismatchError(f"data set {name} at {result.path} does not match the registry:\n  "
-                                + "\n  ".join(result.problems))
+        raise DataMismatchError(
+            f"data set {name} at {result.path} does not match the registry:\n  " + "\n  ".join(result.problems)
+        )
     return result.as_dict()["sha256"]

@@ -115,8 +115,9 @@ class SSDBackbone(nn.Module):
 
     name = "base"
 
-    def __init__(self, stem: nn.Sequential, middle: nn.Sequential, stem_channels: int,
-                 fc_in: int, width: float, batch_norm: bool) -> None:
+    def __init__(
+        self, stem: nn.Sequential, middle: nn.Sequential, stem_channels: int, fc_in: int, width: float, batch_norm: bool
+    ) -> None:
         super().__init__()
         self.stem = stem
         self.l2norm = L2Norm(stem_channels)

@@ -54,8 +54,9 @@ def wbc_mask(image_rgb: np.ndarray, t: HSVThresholds) -> np.ndarray:
     hsv = cv2.cvtColor(image_rgb, cv2.COLOR_RGB2HSV)
     mask = cv2.inRange(hsv, (t.hue_low, t.sat_low, t.val_low), (t.hue_high, 255, t.val_high))
     opened = cv2.morphologyEx(mask, cv2.MORPH_OPEN, cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (t.open_kernel,) * 2))
-    return cv2.morphologyEx(opened, cv2.MORPH_CLOSE,
-                            cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (t.close_kernel,) * 2))
+    return cv2.morphologyEx(
+        opened, cv2.MORPH_CLOSE, cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (t.close_kernel,) * 2)
+    )
 
 
 def detect_wbc(image_rgb: np.ndarray, t: HSVThresholds) -> dict[str, torch.Tensor]:
@@ -80,4 +81,3 @@ def detect_wbc(image_rgb: np.ndarray, t: HSVThresholds) -> dict[str, torch.Tenso
 def detect_all(annotations: list[Annotation], t: HSVThresholds) -> list[dict[str, torch.Tensor]]:
     """:func:`detect_wbc` on each annotation's image."""
     return [detect_wbc(read_image(a.image_path).permute(1, 2, 0).numpy(), t) for a in annotations]
-

@@ -158,7 +158,9 @@ def load_annotations(root: Path, ids: list[str], limit: int = 0) -> list[Annotat
 def load_split(root: Path, split: str, seed: int, limits: dict[str, int] | None = None) -> dict[str, list[Annotation]]:
     """Annotations of each part of :func:`split_ids`; ``limits`` caps a part's size (0 = all)."""
     limits = limits or {}
-    return {part: load_annotations(root, ids, limits.get(part, 0)) for part, ids in split_ids(root, split, seed).items()}
+    return {
+        part: load_annotations(root, ids, limits.get(part, 0)) for part, ids in split_ids(root, split, seed).items()
+    }
 
 
 def read_image(path: Path) -> torch.Tensor:
@@ -183,8 +185,7 @@ def split_table(parts: dict[str, list[Annotation]]) -> Any:
     rows = []
     for part, items in parts.items():
         counts = [a.counts() for a in items]
-        rows.append({"part": part, "images": len(items),
-                     **{name: sum(c[name] for c in counts) for name in CLASSES}})
+        rows.append({"part": part, "images": len(items), **{name: sum(c[name] for c in counts) for name in CLASSES}})
     return pd.DataFrame(rows)
 
 
@@ -212,8 +213,9 @@ class BCCDDetection(Dataset):
             self._cache[index] = read_image(a.image_path)
         image = tv_tensors.Image(self._cache[index])
         target = {
-            "boxes": tv_tensors.BoundingBoxes(torch.from_numpy(a.boxes.copy()), format="XYXY",
-                                              canvas_size=(a.height, a.width)),
+            "boxes": tv_tensors.BoundingBoxes(
+                torch.from_numpy(a.boxes.copy()), format="XYXY", canvas_size=(a.height, a.width)
+            ),
             "labels": torch.from_numpy(a.labels.copy()),
             "image_id": a.image_id,
         }
@@ -226,4 +228,3 @@ def collate(batch: list[tuple[Any, dict[str, Any]]]) -> tuple[list[Any], list[di
     """Lists of images and targets (detectors take lists, images may differ in size)."""
     images, targets = zip(*batch)
     return list(images), list(targets)
-

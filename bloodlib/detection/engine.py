@@ -118,7 +118,9 @@ def train_one_epoch(
         losses = model(images, targets)
         loss = sum(losses.values())
         if not torch.isfinite(loss):
-            raise FloatingPointError(f"{desc}: loss is {loss.item()} at step {steps} ({ {k: v.item() for k, v in losses.items()} })")
+            raise FloatingPointError(
+                f"{desc}: loss is {loss.item()} at step {steps} ({ {k: v.item() for k, v in losses.items()} })"
+            )
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         if grad_clip > 0:
@@ -134,8 +136,14 @@ def train_one_epoch(
 
 
 @torch.no_grad()
-def predict(model: torch.nn.Module, images: Sequence[torch.Tensor] | Sequence[Annotation], *,
-            batch_size: int = 8, progress: bool = False, desc: str = "predict") -> list[Prediction]:
+def predict(
+    model: torch.nn.Module,
+    images: Sequence[torch.Tensor] | Sequence[Annotation],
+    *,
+    batch_size: int = 8,
+    progress: bool = False,
+    desc: str = "predict",
+) -> list[Prediction]:
     """Detections for each image: float ``(3, H, W)`` tensors in [0, 1], or annotations (read from disk).
 
     Returns torchvision's dicts (``boxes`` (N, 4) in the image's pixels, ``scores``, ``labels``).
@@ -143,13 +151,14 @@ def predict(model: torch.nn.Module, images: Sequence[torch.Tensor] | Sequence[An
     model.eval()
     out: list[Prediction] = []
     for start in tqdm(range(0, len(images), batch_size), desc=desc, leave=False, disable=not progress):
-        batch = [float_image(x) for x in images[start:start + batch_size]]
+        batch = [float_image(x) for x in images[start : start + batch_size]]
         out += [{k: v.detach() for k, v in d.items()} for d in model(batch)]
     return out
 
 
-def evaluate(model: torch.nn.Module, annotations: Sequence[Annotation], *, batch_size: int = 8,
-             progress: bool = False) -> dict[str, float]:
+def evaluate(
+    model: torch.nn.Module, annotations: Sequence[Annotation], *, batch_size: int = 8, progress: bool = False
+) -> dict[str, float]:
     """AP@0.5 per class and mAP of ``model`` on ``annotations`` (see :func:`~bloodlib.detection.metrics.average_precision`)."""
     return average_precision(predict(model, annotations, batch_size=batch_size, progress=progress), annotations)
 
@@ -207,11 +216,26 @@ def fit(
             break
         began = time.perf_counter()
         seed_everything(_epoch_seed(cfg.seed, epoch))
-        loader = DataLoader(train_set, batch_size=cfg.batch_size, shuffle=True, drop_last=len(train_set) > cfg.batch_size,
-                            collate_fn=collate, num_workers=cfg.num_workers)
+        loader = DataLoader(
+            train_set,
+            batch_size=cfg.batch_size,
+            shuffle=True,
+            drop_last=len(train_set) > cfg.batch_size,
+            collate_fn=collate,
+            num_workers=cfg.num_workers,
+        )
         record: dict[str, float] = {"epoch": epoch + 1, "lr": optimizer.param_groups[0]["lr"]}
-        record.update(train_one_epoch(model, loader, optimizer, scheduler, grad_clip=cfg.grad_clip,
-                                      progress=progress, desc=f"{name} epoch {epoch + 1}"))
+        record.update(
+            train_one_epoch(
+                model,
+                loader,
+                optimizer,
+                scheduler,
+                grad_clip=cfg.grad_clip,
+                progress=progress,
+                desc=f"{name} epoch {epoch + 1}",
+            )
+        )
         last = epoch + 1 == cfg.epochs
         if val_annotations and ((epoch + 1) % cfg.eval_every == 0 or last):
             ap = evaluate(model, val_annotations)
@@ -228,9 +252,18 @@ def fit(
         if log:
             log(f"{name}: " + ", ".join(f"{k}={v:.4g}" for k, v in record.items()))
         if run is not None:
-            run.save_checkpoint({"model": model.state_dict(), "optimizer": optimizer.state_dict(),
-                                 "scheduler": scheduler.state_dict(), "epoch": epoch + 1, "history": history,
-                                 "best": best, "seconds": seconds, "config": asdict(cfg)})
+            run.save_checkpoint(
+                {
+                    "model": model.state_dict(),
+                    "optimizer": optimizer.state_dict(),
+                    "scheduler": scheduler.state_dict(),
+                    "epoch": epoch + 1,
+                    "history": history,
+                    "best": best,
+                    "seconds": seconds,
+                    "config": asdict(cfg),
+                }
+            )
     if best is None:  # stopped before any evaluation (only with stop_after)
         best = {"score": math.nan, "epoch": len(history), "state": copy.deepcopy(model.state_dict())}
     return FitResult(state=best["state"], best_epoch=best["epoch"], history=history, seconds=seconds)

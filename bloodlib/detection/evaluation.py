@@ -36,8 +36,13 @@ def _or_nan(value: float | None) -> float:
     return math.nan if value is None else float(value)
 
 
-def table2(preds: Predictions, annotations: Sequence[Annotation], *, score_threshold: float,
-           classes_of: dict[str, Sequence[str]] | None = None) -> pd.DataFrame:
+def table2(
+    preds: Predictions,
+    annotations: Sequence[Annotation],
+    *,
+    score_threshold: float,
+    classes_of: dict[str, Sequence[str]] | None = None,
+) -> pd.DataFrame:
     """One row per model and class: AP@0.5, precision and recall at ``score_threshold`` (IoU 0.5),
     detections, ground truth, and the paper's precision/recall where it reports them.
 
@@ -49,13 +54,19 @@ def table2(preds: Predictions, annotations: Sequence[Annotation], *, score_thres
         pr = precision_recall_at(p, annotations, score_threshold)
         paper = PAPER_TABLE2.get(model, {})
         for cls in (classes_of or {}).get(model, CLASSES):
-            rows.append({
-                "model": model, "class": cls, "AP50": ap[cls],
-                "precision": pr[cls]["precision"], "recall": pr[cls]["recall"],
-                "detections": pr[cls]["detections"], "ground_truth": pr[cls]["ground_truth"],
-                "paper_precision": _or_nan((paper.get("precision") or {}).get(cls)),
-                "paper_recall": _or_nan((paper.get("recall") or {}).get(cls)),
-            })
+            rows.append(
+                {
+                    "model": model,
+                    "class": cls,
+                    "AP50": ap[cls],
+                    "precision": pr[cls]["precision"],
+                    "recall": pr[cls]["recall"],
+                    "detections": pr[cls]["detections"],
+                    "ground_truth": pr[cls]["ground_truth"],
+                    "paper_precision": _or_nan((paper.get("precision") or {}).get(cls)),
+                    "paper_recall": _or_nan((paper.get("recall") or {}).get(cls)),
+                }
+            )
     return pd.DataFrame(rows).astype({"paper_precision": float, "paper_recall": float})
 
 
@@ -63,8 +74,15 @@ def _resampled(items: Sequence[Any], idx: np.ndarray) -> list[Any]:
     return [items[i] for i in idx]
 
 
-def map_table(preds: Predictions, annotations: Sequence[Annotation], *, samples: int, seed: int,
-              val_preds: Predictions | None = None, val_annotations: Sequence[Annotation] = ()) -> pd.DataFrame:
+def map_table(
+    preds: Predictions,
+    annotations: Sequence[Annotation],
+    *,
+    samples: int,
+    seed: int,
+    val_preds: Predictions | None = None,
+    val_annotations: Sequence[Annotation] = (),
+) -> pd.DataFrame:
     """Per model: mAP@0.5 with a 95 % percentile-bootstrap CI over images, and the paper's mAP.
 
     With ``val_preds`` (same models, on ``val_annotations``) a ``val_mAP50`` column is added:
@@ -74,9 +92,17 @@ def map_table(preds: Predictions, annotations: Sequence[Annotation], *, samples:
     for model, p in preds.items():
         low, high = bootstrap_ci(
             lambda idx, p=p: average_precision(_resampled(p, idx), _resampled(annotations, idx))["mAP"],
-            len(annotations), samples=samples, seed=seed)
-        row = {"model": model, "mAP50": average_precision(p, annotations)["mAP"], "ci_low": low, "ci_high": high,
-               "paper_mAP": _or_nan(PAPER_TABLE2.get(model, {}).get("mAP"))}
+            len(annotations),
+            samples=samples,
+            seed=seed,
+        )
+        row = {
+            "model": model,
+            "mAP50": average_precision(p, annotations)["mAP"],
+            "ci_low": low,
+            "ci_high": high,
+            "paper_mAP": _or_nan(PAPER_TABLE2.get(model, {}).get("mAP")),
+        }
         if val_preds is not None:
             row["val_mAP50"] = average_precision(val_preds[model], val_annotations)["mAP"]
         rows.append(row)
@@ -88,14 +114,16 @@ def count_thresholds(val_preds: Predictions, val_annotations: Sequence[Annotatio
     return {model: choose_count_thresholds(p, val_annotations) for model, p in val_preds.items()}
 
 
-def count_frames(preds: Predictions, annotations: Sequence[Annotation],
-                 thresholds: dict[str, dict[str, float]]) -> dict[str, pd.DataFrame]:
+def count_frames(
+    preds: Predictions, annotations: Sequence[Annotation], thresholds: dict[str, dict[str, float]]
+) -> dict[str, pd.DataFrame]:
     """Per model, :func:`~bloodlib.detection.metrics.count_frame` at its thresholds."""
     return {model: count_frame(p, annotations, thresholds[model]) for model, p in preds.items()}
 
 
-def count_table(frames: dict[str, pd.DataFrame], *, samples: int, seed: int,
-                classes_of: dict[str, Sequence[str]] | None = None) -> pd.DataFrame:
+def count_table(
+    frames: dict[str, pd.DataFrame], *, samples: int, seed: int, classes_of: dict[str, Sequence[str]] | None = None
+) -> pd.DataFrame:
     """Per model and class: counting errors with 95 % bootstrap CIs (resampling test images).
 
     Columns: ``model, class, images, mean_true, mean_predicted, exact, mae, mape, bias, total_pct`` and
@@ -110,14 +138,18 @@ def count_table(frames: dict[str, pd.DataFrame], *, samples: int, seed: int,
             row = {"model": model, "class": cls, **summary.loc[cls].to_dict()}
             for metric in ("exact", "mae", "mape"):
                 row[f"{metric}_low"], row[f"{metric}_high"] = bootstrap_ci(
-                    lambda idx, t=true, q=pred, m=metric: count_errors(t[idx], q[idx])[m], len(true),
-                    samples=samples, seed=seed)
+                    lambda idx, t=true, q=pred, m=metric: count_errors(t[idx], q[idx])[m],
+                    len(true),
+                    samples=samples,
+                    seed=seed,
+                )
             rows.append(row)
     return pd.DataFrame(rows)
 
 
-def wbc_misses(preds: Sequence[Prediction], annotations: Sequence[Annotation], *, threshold: float,
-               iou: float = 0.5) -> pd.DataFrame:
+def wbc_misses(
+    preds: Sequence[Prediction], annotations: Sequence[Annotation], *, threshold: float, iou: float = 0.5
+) -> pd.DataFrame:
     """Per image: true WBCs, detected WBC boxes (score >= threshold), WBCs found (a box with
     IoU >= ``iou``) and spurious boxes (IoU < ``iou`` with every true WBC). For the HSV failures."""
     label = CLASSES.index("WBC") + 1
@@ -129,8 +161,9 @@ def wbc_misses(preds: Sequence[Prediction], annotations: Sequence[Annotation], *
         ious = box_iou(torch.from_numpy(truth), boxes) if len(truth) and len(boxes) else None
         found = int((ious.max(dim=1).values >= iou).sum()) if ious is not None else 0
         spurious = int((ious.max(dim=0).values < iou).sum()) if ious is not None else len(boxes)
-        rows.append({"image_id": a.image_id, "true": len(truth), "detected": len(boxes), "found": found,
-                     "spurious": spurious})
+        rows.append(
+            {"image_id": a.image_id, "true": len(truth), "detected": len(boxes), "found": found, "spurious": spurious}
+        )
     return pd.DataFrame(rows)
 
 
@@ -146,11 +179,18 @@ def training_table(detectors: dict[str, Any]) -> pd.DataFrame:
     rows = []
     for d in detectors.values():
         best = d.history[d.best_epoch - 1] if d.history else {}
-        rows.append({
-            "model": d.name, "parameters": sum(p.numel() for p in d.model.parameters()),
-            "epochs": len(d.history), "selected_epoch": d.best_epoch, "val_mAP50": best.get("val_mAP", math.nan),
-            "train_minutes": d.train_seconds / 60, "from_cache": d.from_cache, "cache_key": d.key,
-        })
+        rows.append(
+            {
+                "model": d.name,
+                "parameters": sum(p.numel() for p in d.model.parameters()),
+                "epochs": len(d.history),
+                "selected_epoch": d.best_epoch,
+                "val_mAP50": best.get("val_mAP", math.nan),
+                "train_minutes": d.train_seconds / 60,
+                "from_cache": d.from_cache,
+                "cache_key": d.key,
+            }
+        )
     return pd.DataFrame(rows)
 
 
@@ -164,8 +204,9 @@ TARGETS: tuple[tuple[str, str, str, float], ...] = (
 )
 
 
-def headline(maps: pd.DataFrame, table: pd.DataFrame, counts: pd.DataFrame, wall_minutes: float,
-             models: Sequence[str]) -> dict[str, Any]:
+def headline(
+    maps: pd.DataFrame, table: pd.DataFrame, counts: pd.DataFrame, wall_minutes: float, models: Sequence[str]
+) -> dict[str, Any]:
     """The numbers the targets and the index talk about.
 
     The best model is the SSD with the highest validation mAP (``maps["val_mAP50"]``; the test
@@ -177,9 +218,11 @@ def headline(maps: pd.DataFrame, table: pd.DataFrame, counts: pd.DataFrame, wall
     ap = table.set_index(["model", "class"])["AP50"]
     c = counts.set_index(["model", "class"])
     return {
-        "best_model": best, "best_mAP50": float(ssd.iloc[0]["mAP50"]),
+        "best_model": best,
+        "best_mAP50": float(ssd.iloc[0]["mAP50"]),
         "best_platelets_AP50": float(ap[(best, "Platelets")]),
-        "best_wbc_exact": float(c.loc[(best, "WBC"), "exact"]), "best_rbc_mape": float(c.loc[(best, "RBC"), "mape"]),
+        "best_wbc_exact": float(c.loc[(best, "WBC"), "exact"]),
+        "best_rbc_mape": float(c.loc[(best, "RBC"), "mape"]),
         "wall_minutes": wall_minutes,
     }
 
@@ -194,29 +237,54 @@ def targets_table(values: dict[str, Any]) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
-def summary_rows(values: dict[str, Any], maps: pd.DataFrame, table: pd.DataFrame, hsv_accuracy: float,
-                 note: str, score_threshold: float) -> list[dict[str, Any]]:
+def summary_rows(
+    values: dict[str, Any],
+    maps: pd.DataFrame,
+    table: pd.DataFrame,
+    hsv_accuracy: float,
+    note: str,
+    score_threshold: float,
+) -> list[dict[str, Any]]:
     """Headline rows for the report index: the paper's number beside ours (``note``: split, profile;
     ``score_threshold``: the one the precision in ``table`` was computed at)."""
     rows = []
     for _, row in maps.iterrows():
         if row["model"] in PAPER_TABLE2:
-            rows.append({"metric": f"{row['model']} mAP@0.5", "paper": _none_if_nan(row["paper_mAP"]),
-                         "ours": float(row["mAP50"]), "note": f"{note}; 95% CI {row['ci_low']:.3f}-{row['ci_high']:.3f}"})
+            rows.append(
+                {
+                    "metric": f"{row['model']} mAP@0.5",
+                    "paper": _none_if_nan(row["paper_mAP"]),
+                    "ours": float(row["mAP50"]),
+                    "note": f"{note}; 95% CI {row['ci_low']:.3f}-{row['ci_high']:.3f}",
+                }
+            )
     best = values["best_model"]
     precision = table.set_index(["model", "class"])["precision"]
     for cls in ("WBC", "Platelets"):
         if (best, cls) in precision.index:
-            rows.append({"metric": f"{best} {cls} precision", "ours": float(precision[(best, cls)]),
-                         "paper": _none_if_nan(PAPER_TABLE2.get(best, {}).get("precision", {}).get(cls)),
-                         "note": f"{note}; detections with score >= {score_threshold:g}, IoU 0.5"})
+            rows.append(
+                {
+                    "metric": f"{best} {cls} precision",
+                    "ours": float(precision[(best, cls)]),
+                    "paper": _none_if_nan(PAPER_TABLE2.get(best, {}).get("precision", {}).get(cls)),
+                    "note": f"{note}; detections with score >= {score_threshold:g}, IoU 0.5",
+                }
+            )
     rows += [
         {"metric": f"{best} platelets AP@0.5", "paper": None, "ours": values["best_platelets_AP50"], "note": note},
-        {"metric": f"{best} WBC count exact (share of images)", "paper": None, "ours": values["best_wbc_exact"],
-         "note": note},
+        {
+            "metric": f"{best} WBC count exact (share of images)",
+            "paper": None,
+            "ours": values["best_wbc_exact"],
+            "note": note,
+        },
         {"metric": f"{best} RBC count MAPE %", "paper": None, "ours": values["best_rbc_mape"], "note": note},
-        {"metric": "HSV baseline WBC accuracy (share found, IoU 0.5)", "paper": PAPER_HSV_WBC_ACCURACY,
-         "ours": hsv_accuracy, "note": note},
+        {
+            "metric": "HSV baseline WBC accuracy (share found, IoU 0.5)",
+            "paper": PAPER_HSV_WBC_ACCURACY,
+            "ours": hsv_accuracy,
+            "note": note,
+        },
     ]
     return rows
 

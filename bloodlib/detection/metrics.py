@@ -37,13 +37,15 @@ def _check(preds: Sequence[Prediction], annotations: Sequence[Annotation]) -> No
         raise ValueError(f"{len(preds)} predictions for {len(annotations)} images")
 
 
-def _coco(preds: Sequence[Prediction], annotations: Sequence[Annotation], extended: bool,
-          backend: str = AP_BACKEND) -> dict[str, Any]:
+def _coco(
+    preds: Sequence[Prediction], annotations: Sequence[Annotation], extended: bool, backend: str = AP_BACKEND
+) -> dict[str, Any]:
     from torchmetrics.detection import MeanAveragePrecision
 
     _check(preds, annotations)
-    metric = MeanAveragePrecision(iou_type="bbox", iou_thresholds=[0.5], class_metrics=True,
-                                  extended_summary=extended, backend=backend)
+    metric = MeanAveragePrecision(
+        iou_type="bbox", iou_thresholds=[0.5], class_metrics=True, extended_summary=extended, backend=backend
+    )
     metric.warn_on_many_detections = False
     metric.update([_pred(p) for p in preds], [_target(a) for a in annotations])
     return metric.compute()
@@ -58,8 +60,13 @@ def _nan_if_negative(x: float) -> float:
     return math.nan if x < 0 else float(x)
 
 
-def average_precision(preds: Sequence[Prediction], annotations: Sequence[Annotation],
-                      classes: Sequence[str] = CLASSES, *, backend: str = AP_BACKEND) -> dict[str, float]:
+def average_precision(
+    preds: Sequence[Prediction],
+    annotations: Sequence[Annotation],
+    classes: Sequence[str] = CLASSES,
+    *,
+    backend: str = AP_BACKEND,
+) -> dict[str, float]:
     """``{"mAP": ..., "<class>": AP}`` at IoU 0.5; a class without ground truth is NaN (and left out of mAP).
 
     ``backend``: torchmetrics' COCO implementation, ``"faster_coco_eval"`` or ``"pycocotools"``.
@@ -67,15 +74,18 @@ def average_precision(preds: Sequence[Prediction], annotations: Sequence[Annotat
     result = _coco(preds, annotations, extended=False, backend=backend)
     index = _class_index(result)
     per_class = torch.atleast_1d(result["map_per_class"]).tolist()
-    aps = {name: _nan_if_negative(per_class[index[k + 1]]) if k + 1 in index else math.nan
-           for k, name in enumerate(classes)}
+    aps = {
+        name: _nan_if_negative(per_class[index[k + 1]]) if k + 1 in index else math.nan
+        for k, name in enumerate(classes)
+    }
     has_gt = [name for k, name in enumerate(classes) if any((a.labels == k + 1).any() for a in annotations)]
     aps_gt = [0.0 if math.isnan(aps[n]) else aps[n] for n in has_gt]  # ground truth but no prediction: AP 0
     return {"mAP": float(np.mean(aps_gt)) if aps_gt else math.nan, **aps}
 
 
-def pr_curves(preds: Sequence[Prediction], annotations: Sequence[Annotation],
-              classes: Sequence[str] = CLASSES) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+def pr_curves(
+    preds: Sequence[Prediction], annotations: Sequence[Annotation], classes: Sequence[str] = CLASSES
+) -> dict[str, tuple[np.ndarray, np.ndarray]]:
     """Per class ``(recall (101,), precision (101,))``: COCO's interpolated PR curve at IoU 0.5
     (precision NaN beyond the highest recall reached)."""
     result = _coco(preds, annotations, extended=True)
@@ -91,13 +101,14 @@ def pr_curves(preds: Sequence[Prediction], annotations: Sequence[Annotation],
     return curves
 
 
-def filter_scores(preds: Sequence[Prediction], threshold: float | dict[str, float],
-                  classes: Sequence[str] = CLASSES) -> list[Prediction]:
+def filter_scores(
+    preds: Sequence[Prediction], threshold: float | dict[str, float], classes: Sequence[str] = CLASSES
+) -> list[Prediction]:
     """Keep detections with ``score >= threshold`` (one number, or one per class name)."""
     out = []
     for p in preds:
         if isinstance(threshold, dict):
-            cut = torch.tensor([threshold[classes[int(l) - 1]] for l in p["labels"]], dtype=p["scores"].dtype)
+            cut = torch.tensor([threshold[classes[int(label) - 1]] for label in p["labels"]], dtype=p["scores"].dtype)
         else:
             cut = torch.full_like(p["scores"], float(threshold))
         keep = p["scores"] >= cut
@@ -105,8 +116,9 @@ def filter_scores(preds: Sequence[Prediction], threshold: float | dict[str, floa
     return out
 
 
-def precision_recall_at(preds: Sequence[Prediction], annotations: Sequence[Annotation], threshold: float,
-                        classes: Sequence[str] = CLASSES) -> dict[str, dict[str, float]]:
+def precision_recall_at(
+    preds: Sequence[Prediction], annotations: Sequence[Annotation], threshold: float, classes: Sequence[str] = CLASSES
+) -> dict[str, dict[str, float]]:
     """Per class: precision and recall at IoU 0.5 of the detections with ``score >= threshold``.
 
     Matching is COCO's greedy, score-ordered matching (torchmetrics/pycocotools): recall =
@@ -123,15 +135,25 @@ def precision_recall_at(preds: Sequence[Prediction], annotations: Sequence[Annot
         recall = float(result["recall"][0, index[k + 1], 0, -1]) if k + 1 in index else math.nan
         recall = math.nan if n_gt == 0 else max(recall, 0.0)
         tp = 0 if n_gt == 0 else round(recall * n_gt)
-        out[name] = {"precision": tp / n_det if n_det else math.nan, "recall": recall, "tp": tp,
-                     "detections": n_det, "ground_truth": n_gt}
+        out[name] = {
+            "precision": tp / n_det if n_det else math.nan,
+            "recall": recall,
+            "tp": tp,
+            "detections": n_det,
+            "ground_truth": n_gt,
+        }
     return out
 
 
 # ---- counting -------------------------------------------------------------------------------
 
-def count_frame(preds: Sequence[Prediction], annotations: Sequence[Annotation],
-                thresholds: float | dict[str, float], classes: Sequence[str] = CLASSES) -> Any:
+
+def count_frame(
+    preds: Sequence[Prediction],
+    annotations: Sequence[Annotation],
+    thresholds: float | dict[str, float],
+    classes: Sequence[str] = CLASSES,
+) -> Any:
     """One row per image and class: ``image_id, class, true, predicted`` (detections above threshold)."""
     import pandas as pd
 
@@ -140,8 +162,14 @@ def count_frame(preds: Sequence[Prediction], annotations: Sequence[Annotation],
     rows = []
     for p, a in zip(kept, annotations):
         for k, name in enumerate(classes):
-            rows.append({"image_id": a.image_id, "class": name, "true": int((a.labels == k + 1).sum()),
-                         "predicted": int((p["labels"] == k + 1).sum())})
+            rows.append(
+                {
+                    "image_id": a.image_id,
+                    "class": name,
+                    "true": int((a.labels == k + 1).sum()),
+                    "predicted": int((p["labels"] == k + 1).sum()),
+                }
+            )
     return pd.DataFrame(rows, columns=["image_id", "class", "true", "predicted"])
 
 
@@ -175,15 +203,24 @@ def count_summary(frame: Any) -> Any:
 
     rows = []
     for name, group in frame.groupby("class", sort=False):
-        rows.append({"class": name, "images": len(group), "mean_true": group["true"].mean(),
-                     "mean_predicted": group["predicted"].mean(),
-                     **count_errors(group["true"].to_numpy(), group["predicted"].to_numpy())})
+        rows.append(
+            {
+                "class": name,
+                "images": len(group),
+                "mean_true": group["true"].mean(),
+                "mean_predicted": group["predicted"].mean(),
+                **count_errors(group["true"].to_numpy(), group["predicted"].to_numpy()),
+            }
+        )
     return pd.DataFrame(rows)
 
 
-def choose_count_thresholds(preds: Sequence[Prediction], annotations: Sequence[Annotation],
-                            grid: Sequence[float] = tuple(np.round(np.arange(0.05, 0.96, 0.05), 2)),
-                            classes: Sequence[str] = CLASSES) -> dict[str, float]:
+def choose_count_thresholds(
+    preds: Sequence[Prediction],
+    annotations: Sequence[Annotation],
+    grid: Sequence[float] = tuple(np.round(np.arange(0.05, 0.96, 0.05), 2)),
+    classes: Sequence[str] = CLASSES,
+) -> dict[str, float]:
     """Per class, the score threshold in ``grid`` with the lowest count MAE on these images
     (ties: the higher exact-count rate, then the threshold nearest 0.5). Use validation images only."""
     best: dict[str, tuple] = {}
@@ -199,8 +236,10 @@ def choose_count_thresholds(preds: Sequence[Prediction], annotations: Sequence[A
 
 # ---- bootstrap ------------------------------------------------------------------------------
 
-def bootstrap_ci(statistic: Callable[[np.ndarray], float], n: int, *, samples: int, seed: int,
-                 level: float = 0.95) -> tuple[float, float]:
+
+def bootstrap_ci(
+    statistic: Callable[[np.ndarray], float], n: int, *, samples: int, seed: int, level: float = 0.95
+) -> tuple[float, float]:
     """Percentile bootstrap CI of ``statistic(indices)`` over ``n`` items resampled with replacement.
 
     ``statistic`` receives an int array of ``n`` indices (an image resample) and returns a number;

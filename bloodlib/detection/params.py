@@ -81,7 +81,10 @@ class DetectionParams:
 
     def __post_init__(self) -> None:
         """Value checks (types, missing and unknown keys are checked by :func:`bloodlib.params.build`)."""
-        check_values("DetectionParams", [
-            (self.tta_views in (1, 2, 4), f"tta_views must be 1 (off), 2 or 4, got {self.tta_views!r}"),
-            (0 < self.tta_iou <= 1, f"tta_iou must be in (0, 1], got {self.tta_iou!r}"),
-        ])
+        check_values(
+            "DetectionParams",
+            [
+                (self.tta_views in (1, 2, 4), f"tta_views must be 1 (off), 2 or 4, got {self.tta_views!r}"),
+                (0 < self.tta_iou <= 1, f"tta_iou must be in (0, 1], got {self.tta_iou!r}"),
+            ],
+        )

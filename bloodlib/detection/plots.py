@@ -14,11 +14,12 @@ from bloodlib.detection.data import CLASSES, Annotation, read_image
 COLORS = {"RBC": "#d62728", "WBC": "#1f77b4", "Platelets": "#2ca02c"}
 
 
-def draw_boxes(ax: Any, image: np.ndarray, boxes: np.ndarray, labels: np.ndarray,
-               scores: np.ndarray | None = None, title: str = "") -> None:
+def draw_boxes(
+    ax: Any, image: np.ndarray, boxes: np.ndarray, labels: np.ndarray, scores: np.ndarray | None = None, title: str = ""
+) -> None:
     """``image`` (H, W, 3) uint8 with XYXY ``boxes`` (N, 4) coloured by class ``labels`` (1..3)."""
     ax.imshow(image)
-    for i, (box, label) in enumerate(zip(boxes, labels)):
+    for box, label in zip(boxes, labels):
         color = COLORS[CLASSES[int(label) - 1]]
         x1, y1, x2, y2 = (float(v) for v in box)
         ax.add_patch(plt.Rectangle((x1, y1), x2 - x1, y2 - y1, fill=False, edgecolor=color, linewidth=1.5))
@@ -29,13 +30,18 @@ def draw_boxes(ax: Any, image: np.ndarray, boxes: np.ndarray, labels: np.ndarray
 
 def _kept(pred: dict[str, torch.Tensor], threshold: float | dict[str, float]) -> tuple[np.ndarray, np.ndarray]:
     labels = pred["labels"].numpy()
-    cut = np.array([threshold[CLASSES[int(l) - 1]] if isinstance(threshold, dict) else threshold for l in labels])
+    cut = np.array(
+        [threshold[CLASSES[int(label) - 1]] if isinstance(threshold, dict) else threshold for label in labels]
+    )
     keep = pred["scores"].numpy() >= cut if len(labels) else np.zeros(0, bool)
     return pred["boxes"].numpy()[keep], labels[keep]
 
 
-def detection_grid(annotations: Sequence[Annotation], columns: dict[str, Sequence[dict[str, torch.Tensor]]],
-                   thresholds: dict[str, float | dict[str, float]]) -> Any:
+def detection_grid(
+    annotations: Sequence[Annotation],
+    columns: dict[str, Sequence[dict[str, torch.Tensor]]],
+    thresholds: dict[str, float | dict[str, float]],
+) -> Any:
     """Rows = images; first column the ground truth, then one column per model's detections
     (kept above ``thresholds[model]``), with per-class counts in the titles."""
     n_rows, n_cols = len(annotations), 1 + len(columns)
@@ -54,8 +60,9 @@ def detection_grid(annotations: Sequence[Annotation], columns: dict[str, Sequenc
     return fig
 
 
-def pr_curve_figure(curves: dict[str, dict[str, tuple[np.ndarray, np.ndarray]]],
-                    classes_of: dict[str, Sequence[str]] | None = None) -> Any:
+def pr_curve_figure(
+    curves: dict[str, dict[str, tuple[np.ndarray, np.ndarray]]], classes_of: dict[str, Sequence[str]] | None = None
+) -> Any:
     """One panel per class; ``curves[model][class] = (recall, precision)``; ``classes_of`` limits
     a model to some classes (e.g. the WBC-only HSV baseline)."""
     fig, axes = plt.subplots(1, len(CLASSES), figsize=(4 * len(CLASSES), 3.6), sharey=True)
@@ -122,8 +129,9 @@ def loss_curves(histories: dict[str, list[dict[str, float]]]) -> Any:
     return fig
 
 
-def hsv_failures(annotations: Sequence[Annotation], preds: Sequence[dict[str, torch.Tensor]], thresholds: Any,
-                 score_threshold: float) -> Any:
+def hsv_failures(
+    annotations: Sequence[Annotation], preds: Sequence[dict[str, torch.Tensor]], thresholds: Any, score_threshold: float
+) -> Any:
     """Rows = images; columns: true WBC boxes, the HSV baseline's boxes, its colour mask
     (``thresholds``: :class:`~bloodlib.detection.baseline.HSVThresholds`)."""
     from bloodlib.detection.baseline import wbc_mask
@@ -133,7 +141,9 @@ def hsv_failures(annotations: Sequence[Annotation], preds: Sequence[dict[str, to
     for r, (a, p) in enumerate(zip(annotations, preds)):
         image = read_image(a.image_path).permute(1, 2, 0).numpy()
         truth = a.labels == wbc
-        draw_boxes(axes[r, 0], image, a.boxes[truth], a.labels[truth], title=f"{a.image_id[-5:]}: {truth.sum()} true WBC")
+        draw_boxes(
+            axes[r, 0], image, a.boxes[truth], a.labels[truth], title=f"{a.image_id[-5:]}: {truth.sum()} true WBC"
+        )
         boxes, labels = _kept(p, score_threshold)
         draw_boxes(axes[r, 1], image, boxes, labels, title=f"HSV: {len(boxes)} box(es)")
         axes[r, 2].imshow(wbc_mask(image, thresholds), cmap="gray")

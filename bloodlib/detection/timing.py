@@ -10,8 +10,9 @@ import numpy as np
 import torch
 
 
-def seconds_per_image(predict_one: Callable[[torch.Tensor], object], images: Sequence[torch.Tensor], *,
-                      warmup: int = 1) -> dict[str, float]:
+def seconds_per_image(
+    predict_one: Callable[[torch.Tensor], object], images: Sequence[torch.Tensor], *, warmup: int = 1
+) -> dict[str, float]:
     """Median and mean wall seconds of ``predict_one(image)`` over ``images`` (after ``warmup`` calls).
 
     ``images`` are (3, H, W) float tensors; returns ``{"median_s", "mean_s", "images"}``.
@@ -42,9 +43,15 @@ def torchvision_reference(num_classes: int) -> torch.nn.Module:
     return ssd300_vgg16(weights=None, weights_backbone=None, num_classes=num_classes).eval()
 
 
-def timing_table(models: dict[str, torch.nn.Module], images: Sequence[torch.Tensor], *,
-                 hsv: Callable[[torch.Tensor], object] | None = None, num_classes: int = 4,
-                 tta_views: int = 1, tta_iou: float = 0.5) -> Any:
+def timing_table(
+    models: dict[str, torch.nn.Module],
+    images: Sequence[torch.Tensor],
+    *,
+    hsv: Callable[[torch.Tensor], object] | None = None,
+    num_classes: int = 4,
+    tta_views: int = 1,
+    tta_iou: float = 0.5,
+) -> Any:
     """Seconds per image for each model, torchvision's ``ssd300_vgg16`` (reference) and the HSV baseline.
 
     ``images``: (3, H, W) float tensors in [0, 1]; ``hsv`` maps one such image to detections.
@@ -61,8 +68,9 @@ def timing_table(models: dict[str, torch.nn.Module], images: Sequence[torch.Tens
     for name, model in {**models, "torchvision ssd300_vgg16 (reference)": reference}.items():
         rows.append({"model": name, "parameters": count_parameters(model), **time_detector(model, images)})
         if tta_views > 1 and name in models:
-            fused = seconds_per_image(lambda image, m=model: predict_tta(m, [image], views=tta_views, iou=tta_iou),
-                                      images)
+            fused = seconds_per_image(
+                lambda image, m=model: predict_tta(m, [image], views=tta_views, iou=tta_iou), images
+            )
             rows.append({"model": f"{name}, {tta_views} views fused", "parameters": count_parameters(model), **fused})
     if hsv is not None:
         rows.append({"model": "HSV baseline", "parameters": 0, **seconds_per_image(hsv, images)})

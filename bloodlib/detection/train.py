@@ -73,21 +73,44 @@ def model_kwargs(p: DetectionParams, backbone: str) -> dict[str, Any]:
 def train_config(p: DetectionParams, backbone: str) -> TrainConfig:
     return TrainConfig(
         epochs=p.vgg16_epochs if backbone == "vgg16" else p.alexnet_epochs,
-        batch_size=p.batch_size, optimizer=p.optimizer, lr=p.lr, momentum=p.momentum, beta2=p.beta2,
-        weight_decay=p.weight_decay, schedule=p.schedule, warmup_epochs=p.warmup_epochs,
-        grad_clip=p.grad_clip, eval_every=p.eval_every, seed=p.seed, num_workers=p.num_workers,
+        batch_size=p.batch_size,
+        optimizer=p.optimizer,
+        lr=p.lr,
+        momentum=p.momentum,
+        beta2=p.beta2,
+        weight_decay=p.weight_decay,
+        schedule=p.schedule,
+        warmup_epochs=p.warmup_epochs,
+        grad_clip=p.grad_clip,
+        eval_every=p.eval_every,
+        seed=p.seed,
+        num_workers=p.num_workers,
     )
 
 
 def augmentation_kwargs(p: DetectionParams) -> dict[str, float]:
-    return {"photometric_p": p.photometric_p, "zoom_out_p": p.zoom_out_p, "zoom_out_max": p.zoom_out_max,
-            "iou_crop_p": p.iou_crop_p, "hflip_p": p.hflip_p, "vflip_p": p.vflip_p}
+    return {
+        "photometric_p": p.photometric_p,
+        "zoom_out_p": p.zoom_out_p,
+        "zoom_out_max": p.zoom_out_max,
+        "iou_crop_p": p.iou_crop_p,
+        "hflip_p": p.hflip_p,
+        "vflip_p": p.vflip_p,
+    }
 
 
 def hsv_thresholds(p: DetectionParams) -> HSVThresholds:
-    return HSVThresholds(hue_low=p.hsv_hue_low, hue_high=p.hsv_hue_high, sat_low=p.hsv_sat_low,
-                         val_low=p.hsv_val_low, val_high=p.hsv_val_high, open_kernel=p.hsv_open_kernel,
-                         close_kernel=p.hsv_close_kernel, min_area=p.hsv_min_area, box_scale=p.hsv_box_scale)
+    return HSVThresholds(
+        hue_low=p.hsv_hue_low,
+        hue_high=p.hsv_hue_high,
+        sat_low=p.hsv_sat_low,
+        val_low=p.hsv_val_low,
+        val_high=p.hsv_val_high,
+        open_kernel=p.hsv_open_kernel,
+        close_kernel=p.hsv_close_kernel,
+        min_area=p.hsv_min_area,
+        box_scale=p.hsv_box_scale,
+    )
 
 
 def run_params(p: DetectionParams, backbone: str) -> dict[str, Any]:
@@ -96,8 +119,12 @@ def run_params(p: DetectionParams, backbone: str) -> dict[str, Any]:
         "model": model_kwargs(p, backbone),
         "train": asdict(train_config(p, backbone)),
         "augmentation": augmentation_kwargs(p),
-        "data": {"split": p.split, "split_seed": p.split_seed, "train_images": p.train_images,
-                 "val_images": p.val_images},
+        "data": {
+            "split": p.split,
+            "split_seed": p.split_seed,
+            "train_images": p.train_images,
+            "val_images": p.val_images,
+        },
         "torch": torch.__version__.split("+")[0],
     }
 
@@ -139,11 +166,20 @@ def train_detector(
         final = run.load_final()
         model.load_state_dict(final["model"])
         model.eval()
-        return TrainedDetector(backbone, model, final["history"], final["best_epoch"], final["train_seconds"],
-                               run.key, True)
+        return TrainedDetector(
+            backbone, model, final["history"], final["best_epoch"], final["train_seconds"], run.key, True
+        )
     train_set = BCCDDetection(parts["train"], train_transforms(**augmentation_kwargs(p)))
-    result = fit(model, train_set, parts["val"], train_config(p, backbone), run=run, progress=progress,
-                 name=DISPLAY[backbone], log=log)
+    result = fit(
+        model,
+        train_set,
+        parts["val"],
+        train_config(p, backbone),
+        run=run,
+        progress=progress,
+        name=DISPLAY[backbone],
+        log=log,
+    )
     model.load_state_dict(result.state)
     model.eval()
     run.save_final(result.state, result.history, best_epoch=result.best_epoch, train_seconds=result.seconds)
@@ -161,6 +197,8 @@ def train_cli(profile: str, root: Path) -> int:
         trained = train_detector(p, backbone, parts, log=print)
         where = "cached" if trained.from_cache else f"trained in {trained.train_seconds:.0f} s"
         val = trained.history[trained.best_epoch - 1].get("val_mAP", float("nan"))
-        print(f"{trained.name}: {where}, best epoch {trained.best_epoch}, validation mAP@0.5 {val:.3f} "
-              f"(split {p.split}), key {trained.key}")
+        print(
+            f"{trained.name}: {where}, best epoch {trained.best_epoch}, validation mAP@0.5 {val:.3f} "
+            f"(split {p.split}), key {trained.key}"
+        )
     return 0

@@ -38,8 +38,13 @@ def train_transforms(
     size: int = IMAGE_SIZE,
 ) -> v2.Compose:
     """SSD-style augmentation of ``(image uint8 (3, H, W), target)``, ending at (3, size, size) float."""
-    for name, p in (("photometric_p", photometric_p), ("zoom_out_p", zoom_out_p),
-                    ("iou_crop_p", iou_crop_p), ("hflip_p", hflip_p), ("vflip_p", vflip_p)):
+    for name, p in (
+        ("photometric_p", photometric_p),
+        ("zoom_out_p", zoom_out_p),
+        ("iou_crop_p", iou_crop_p),
+        ("hflip_p", hflip_p),
+        ("vflip_p", vflip_p),
+    ):
         _check_p(name, p)
     if zoom_out_max < 1.0:
         raise ValueError(f"zoom_out_max must be >= 1, got {zoom_out_max}")

@@ -81,8 +81,16 @@ def fuse_views(views: Sequence[Prediction], *, iou: float) -> Prediction:
     return {"boxes": fused[order], "scores": fused_scores[order], "labels": labels[keep][order]}
 
 
-def predict_tta(model: torch.nn.Module, images: Sequence[torch.Tensor] | Sequence[Annotation], *, views: int,
-                iou: float, batch_size: int = 8, progress: bool = False, desc: str = "predict") -> list[Prediction]:
+def predict_tta(
+    model: torch.nn.Module,
+    images: Sequence[torch.Tensor] | Sequence[Annotation],
+    *,
+    views: int,
+    iou: float,
+    batch_size: int = 8,
+    progress: bool = False,
+    desc: str = "predict",
+) -> list[Prediction]:
     """Detections for each image, fused over the first ``views`` of :data:`FLIPS` (1 = plain :func:`predict`).
 
     ``images`` are float ``(3, H, W)`` tensors in [0, 1] or annotations (read from disk); returns
@@ -96,14 +104,18 @@ def predict_tta(model: torch.nn.Module, images: Sequence[torch.Tensor] | Sequenc
     if views == 1:
         return predict(model, images, batch_size=batch_size, progress=progress, desc=desc)
     out: list[Prediction] = []
-    for start in tqdm(range(0, len(images), batch_size), desc=f"{desc} ({views} views)", leave=False,
-                      disable=not progress):
-        batch = [float_image(x) for x in images[start:start + batch_size]]
-        per_flip = [predict(model, [flip_image(x, h, v) for x in batch], batch_size=batch_size)
-                    for h, v in FLIPS[:views]]
+    for start in tqdm(
+        range(0, len(images), batch_size), desc=f"{desc} ({views} views)", leave=False, disable=not progress
+    ):
+        batch = [float_image(x) for x in images[start : start + batch_size]]
+        per_flip = [
+            predict(model, [flip_image(x, h, v) for x in batch], batch_size=batch_size) for h, v in FLIPS[:views]
+        ]
         for i, image in enumerate(batch):
             height, width = image.shape[-2:]
-            mapped = [{**p[i], "boxes": unflip_boxes(p[i]["boxes"], width, height, h, v)}
-                      for p, (h, v) in zip(per_flip, FLIPS[:views], strict=True)]
+            mapped = [
+                {**p[i], "boxes": unflip_boxes(p[i]["boxes"], width, height, h, v)}
+                for p, (h, v) in zip(per_flip, FLIPS[:views], strict=True)
+            ]
             out.append(fuse_views(mapped, iou=iou))
     return out

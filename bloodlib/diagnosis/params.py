@@ -68,8 +68,14 @@ class CovidDiagnosisParams:
             (self.faithful_feature_set in FEATURE_SETS, f"faithful_feature_set must be one of {sorted(FEATURE_SETS)}"),
             (0 < self.faithful_test_size < 1, "faithful_test_size must be in (0, 1)"),
             (self.faithful_cv_folds >= 2, "faithful_cv_folds must be >= 2"),
-            (self.confusion_matrix_classifier in self.classifiers, "confusion_matrix_classifier must be in classifiers"),
-            (set(self.honest_feature_sets) <= {"table1", "extended"}, "honest_feature_sets must be from table1, extended"),
+            (
+                self.confusion_matrix_classifier in self.classifiers,
+                "confusion_matrix_classifier must be in classifiers",
+            ),
+            (
+                set(self.honest_feature_sets) <= {"table1", "extended"},
+                "honest_feature_sets must be from table1, extended",
+            ),
             (self.outer_repeats >= 1, "outer_repeats must be >= 1"),
             (self.outer_folds >= 2, "outer_folds must be >= 2"),
             (self.inner_folds >= 2, "inner_folds must be >= 2"),

@@ -86,5 +86,7 @@ def png_bytes(rgb: np.ndarray, *, text: dict[str, str] | None = None) -> bytes:
     compressor = zlib.compressobj(1, zlib.DEFLATED, 15, 8, zlib.Z_RLE)
     pixels = compressor.compress(rows.tobytes()) + compressor.flush()
     chunks = [_chunk(b"IHDR", struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0))]
-    chunks += [_chunk(b"tEXt", f"{k}\0{v}".encode("latin-1")) for k, v in {"Disclaimer": NOTICE, **(text or {})}.items()]
+    chunks += [
+        _chunk(b"tEXt", f"{k}\0{v}".encode("latin-1")) for k, v in {"Disclaimer": NOTICE, **(text or {})}.items()
+    ]
     return PNG_SIGNATURE + b"".join(chunks) + _chunk(b"IDAT", pixels) + _chunk(b"IEND", b"")

@@ -70,16 +70,16 @@ def scale_free_features(
     ``(N + 0.5) / (L + 0.5)`` estimates the ratio without becoming infinite or zero when one
     count is zero (lab values need none: 0).
     """
-    n, l, m, e = (np.asarray(v, dtype=float) for v in (neutrophils, lymphocytes, monocytes, eosinophils))
-    four = n + l + m + e
-    nlr = _ratio(n + pseudo_count, l + pseudo_count)
+    neu, lym, mono, eos = (np.asarray(v, dtype=float) for v in (neutrophils, lymphocytes, monocytes, eosinophils))
+    four = neu + lym + mono + eos
+    nlr = _ratio(neu + pseudo_count, lym + pseudo_count)
     per_wbc = _ratio(np.asarray(platelets, dtype=float) + pseudo_count, np.asarray(wbc, dtype=float) + pseudo_count)
     return pd.DataFrame(
         {
-            "neutrophil_fraction": _ratio(n, four),
-            "lymphocyte_fraction": _ratio(l, four),
-            "monocyte_fraction": _ratio(m, four),
-            "eosinophil_fraction": _ratio(e, four),
+            "neutrophil_fraction": _ratio(neu, four),
+            "lymphocyte_fraction": _ratio(lym, four),
+            "monocyte_fraction": _ratio(mono, four),
+            "eosinophil_fraction": _ratio(eos, four),
             "nlr": nlr,
             "platelets_per_wbc": per_wbc,
             "log_nlr": _log(nlr),

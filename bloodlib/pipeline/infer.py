@@ -273,12 +273,21 @@ def _analyse_batch(
         start += len(wbc)
         subtype = np.full(n, -1, np.int64)
         subtype[wbc] = prob[wbc].argmax(axis=1)
-        out.append(FieldResult(
-            item["index"], warnings=item["warnings"], width=item["width"], height=item["height"],
-            boxes=(det["boxes"] / item["scale"]).astype(np.float32), scores=det["scores"].astype(np.float32),
-            labels=det["labels"].astype(np.int64), subtype=subtype, subtype_prob=prob, rgb=item["rgb"],
-            scale=item["scale"],
-        ))  # fmt: skip
+        out.append(
+            FieldResult(
+                item["index"],
+                warnings=item["warnings"],
+                width=item["width"],
+                height=item["height"],
+                boxes=(det["boxes"] / item["scale"]).astype(np.float32),
+                scores=det["scores"].astype(np.float32),
+                labels=det["labels"].astype(np.int64),
+                subtype=subtype,
+                subtype_prob=prob,
+                rgb=item["rgb"],
+                scale=item["scale"],
+            )
+        )
     return out
 
 
@@ -301,13 +310,15 @@ def run_fields(
     """
     from tqdm.auto import tqdm
 
-    batches = loader(paths, detector.prepare, batch_size=batch_size, num_workers=num_workers, max_side=max_side,
-                     min_side=min_side)  # fmt: skip
+    batches = loader(
+        paths, detector.prepare, batch_size=batch_size, num_workers=num_workers, max_side=max_side, min_side=min_side
+    )
     with tqdm(total=len(paths), desc=desc, unit="img", disable=not progress) as bar:
         for batch in batches:
             good = [item for item in batch if "error" not in item]
-            results = {item["index"]: FieldResult(item["index"], error=item["error"]) for item in batch
-                       if "error" in item}  # fmt: skip
+            results = {
+                item["index"]: FieldResult(item["index"], error=item["error"]) for item in batch if "error" in item
+            }
             if good:
                 results.update((r.index, r) for r in _analyse_batch(good, detector, classifier, thresholds))
             for index in sorted(results):
@@ -332,14 +343,26 @@ def detect_paths(
 
 
 def run_fields_of(
-    p: Any, paths: Sequence[Path], detector: Detector, classifier: Classifier, thresholds: dict[str, float], *,
-    progress: bool = False, num_workers: int | None = None,
-) -> Iterator[FieldResult]:  # fmt: skip
+    p: Any,
+    paths: Sequence[Path],
+    detector: Detector,
+    classifier: Classifier,
+    thresholds: dict[str, float],
+    *,
+    progress: bool = False,
+    num_workers: int | None = None,
+) -> Iterator[FieldResult]:
     """:func:`run_fields` with the batch size, decoding workers and image-size limits of the
     pipeline parameters ``p`` (:class:`~bloodlib.pipeline.params.PipelineParams`); ``num_workers``
     overrides ``p.num_workers``."""
     return run_fields(
-        paths, detector, classifier, thresholds, batch_size=p.batch_size,
-        num_workers=p.num_workers if num_workers is None else num_workers, max_side=p.max_side,
-        min_side=p.min_side, progress=progress,
-    )  # fmt: skip
+        paths,
+        detector,
+        classifier,
+        thresholds,
+        batch_size=p.batch_size,
+        num_workers=p.num_workers if num_workers is None else num_workers,
+        max_side=p.max_side,
+        min_side=p.min_side,
+        progress=progress,
+    )

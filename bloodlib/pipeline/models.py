@@ -241,8 +241,10 @@ def load_models(
     root = Path(root) if root is not None else models_root()
     train = p.train_missing_models if train_missing is None else train_missing
     if train and root.resolve() != models_root().resolve():
-        raise ValueError(f"missing models are trained into the default model cache ({models_root()}), not {root}; "
-                         "set BLOODLIB_MODELS instead")
+        raise ValueError(
+            f"missing models are trained into the default model cache ({models_root()}), not {root}; "
+            "set BLOODLIB_MODELS instead"
+        )
     detector, det_info = load_detector(p, root, train_missing=train, progress=progress)
     classifier, policy, cls_info = load_classifier(p, root, train_missing=train, progress=progress)
     thresholds, source = count_thresholds(p, detector, f"{det_info['name']}/{det_info['key']}", root, progress=progress)

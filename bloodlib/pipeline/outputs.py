@@ -133,15 +133,19 @@ def detection_records(result: FieldResult) -> list[dict[str, Any]]:
     for rank, i in enumerate(order, 1):
         sub = int(result.subtype[i])
         prob = result.subtype_prob[i]
-        records.append({
-            "detection": rank, "class": CLASSES[int(result.labels[i]) - 1],
-            "box": [round(float(v), BOX_DIGITS) for v in result.boxes[i]],
-            "score": round(float(result.scores[i]), DIGITS),
-            "wbc_subtype": SUBTYPES[sub] if sub >= 0 else None,
-            "subtype_confidence": round(float(prob.max()), DIGITS) if sub >= 0 else None,
-            "subtype_probabilities": (
-                {s: round(float(prob[k]), DIGITS) for k, s in enumerate(SUBTYPES)} if sub >= 0 else None),
-        })  # fmt: skip
+        records.append(
+            {
+                "detection": rank,
+                "class": CLASSES[int(result.labels[i]) - 1],
+                "box": [round(float(v), BOX_DIGITS) for v in result.boxes[i]],
+                "score": round(float(result.scores[i]), DIGITS),
+                "wbc_subtype": SUBTYPES[sub] if sub >= 0 else None,
+                "subtype_confidence": round(float(prob.max()), DIGITS) if sub >= 0 else None,
+                "subtype_probabilities": (
+                    {s: round(float(prob[k]), DIGITS) for k, s in enumerate(SUBTYPES)} if sub >= 0 else None
+                ),
+            }
+        )
     return records
 
 
@@ -210,46 +214,78 @@ def sample_payload(
 ) -> dict[str, Any]:
     """The content of ``sample.json``."""
     return {
-        "sample": agg.sample, "source": agg.source, "status": "ok" if agg.ok else "failed",
-        "fields": {"given": agg.fields, "analysed": agg.fields_ok,
-                   "failed": [{"field": f.name, "path": str(f.path), "error": r.error}
-                              for f, r in zip(fields, results) if not r.ok]},
+        "sample": agg.sample,
+        "source": agg.source,
+        "status": "ok" if agg.ok else "failed",
+        "fields": {
+            "given": agg.fields,
+            "analysed": agg.fields_ok,
+            "failed": [
+                {"field": f.name, "path": str(f.path), "error": r.error} for f, r in zip(fields, results) if not r.ok
+            ],
+        },
         "counts_total": agg.totals,
         "counts_per_field_mean": agg.per_field,
-        "differential": {"counts": {s: agg.totals[s] for s in SUBTYPES}, "percent": agg.differential_pct,
-                         "classified_wbc": sum(agg.totals[s] for s in SUBTYPES)},
+        "differential": {
+            "counts": {s: agg.totals[s] for s in SUBTYPES},
+            "percent": agg.differential_pct,
+            "classified_wbc": sum(agg.totals[s] for s in SUBTYPES),
+        },
         "ratios": agg.ratios,
         "covid19": {**covid, "features": agg.features, "demographics": demographics},
-        "caveat": ("Counts are cells seen on the images, not concentrations (10^9/L). The probability comes from a "
-                   "model trained on lab blood counts (OSR) with scale-free features only; it assumes the images' "
-                   "cells are a fair sample of the patient's blood and was never validated on images of patients "
-                   "with a known COVID-19 status."),
-    }  # fmt: skip
+        "caveat": (
+            "Counts are cells seen on the images, not concentrations (10^9/L). The probability comes from a "
+            "model trained on lab blood counts (OSR) with scale-free features only; it assumes the images' "
+            "cells are a fair sample of the patient's blood and was never validated on images of patients "
+            "with a known COVID-19 status."
+        ),
+    }
 
 
 SUMMARY_HEADER = (
-    "sample", "source", "status", "fields", "fields_analysed",
-    *(f"{c}_total" for c in CELL_COLUMNS), *(f"{c}_per_field" for c in CELL_COLUMNS),
-    *(f"{s}_count" for s in SUBTYPES), *(f"{s}_pct" for s in SUBTYPES),
-    "nlr", "platelets_per_wbc", "wbc_per_1000_rbc",
-    "covid19_probability", "covid19_low_confidence", "covid19_reasons", "covid19_model", "notice",
-)  # fmt: skip
+    "sample",
+    "source",
+    "status",
+    "fields",
+    "fields_analysed",
+    *(f"{c}_total" for c in CELL_COLUMNS),
+    *(f"{c}_per_field" for c in CELL_COLUMNS),
+    *(f"{s}_count" for s in SUBTYPES),
+    *(f"{s}_pct" for s in SUBTYPES),
+    "nlr",
+    "platelets_per_wbc",
+    "wbc_per_1000_rbc",
+    "covid19_probability",
+    "covid19_low_confidence",
+    "covid19_reasons",
+    "covid19_model",
+    "notice",
+)
 
 
 def summary_csv(samples: list[tuple[SampleAggregate, dict[str, Any]]]) -> str:
     """``summary.csv``: one row per sample, sorted by sample name."""
     rows = []
     for agg, covid in sorted(samples, key=lambda s: s[0].sample):
-        rows.append((
-            agg.sample, agg.source, "ok" if agg.ok else "failed", agg.fields, agg.fields_ok,
-            *(agg.totals.get(c) if agg.ok else None for c in CELL_COLUMNS),
-            *(agg.per_field.get(c) for c in CELL_COLUMNS),
-            *(agg.totals.get(s) if agg.ok else None for s in SUBTYPES),
-            *(agg.differential_pct.get(s) for s in SUBTYPES),
-            *(agg.ratios.get(k) for k in ("nlr", "platelets_per_wbc", "wbc_per_1000_rbc")),
-            covid.get("probability"), covid.get("low_confidence") if agg.ok else None,
-            "; ".join(covid.get("reasons", [])), covid.get("model", ""), NOTICE,
-        ))  # fmt: skip
+        rows.append(
+            (
+                agg.sample,
+                agg.source,
+                "ok" if agg.ok else "failed",
+                agg.fields,
+                agg.fields_ok,
+                *(agg.totals.get(c) if agg.ok else None for c in CELL_COLUMNS),
+                *(agg.per_field.get(c) for c in CELL_COLUMNS),
+                *(agg.totals.get(s) if agg.ok else None for s in SUBTYPES),
+                *(agg.differential_pct.get(s) for s in SUBTYPES),
+                *(agg.ratios.get(k) for k in ("nlr", "platelets_per_wbc", "wbc_per_1000_rbc")),
+                covid.get("probability"),
+                covid.get("low_confidence") if agg.ok else None,
+                "; ".join(covid.get("reasons", [])),
+                covid.get("model", ""),
+                NOTICE,
+            )
+        )
     return csv_text(SUMMARY_HEADER, rows)
 
 

@@ -80,19 +80,25 @@ class PipelineParams:
             (self.max_side >= self.min_side >= 16, "need max_side >= min_side >= 16"),
             (0 <= self.fallback_score_threshold <= 1, "fallback_score_threshold must be in [0, 1]"),
             (self.min_wbc_confident >= 1, "min_wbc_confident must be >= 1"),
-            (bool(self.covid_features) and set(self.covid_features) <= set(SCALE_FREE_FEATURES),
-             f"covid_features must be a non-empty subset of {list(SCALE_FREE_FEATURES)}"),
+            (
+                bool(self.covid_features) and set(self.covid_features) <= set(SCALE_FREE_FEATURES),
+                f"covid_features must be a non-empty subset of {list(SCALE_FREE_FEATURES)}",
+            ),
             (self.covid_classifier in CLASSIFIERS, f"covid_classifier must be one of {list(CLASSIFIERS)}"),
-            (set(self.covid_cv_classifiers) <= set(CLASSIFIERS),
-             f"covid_cv_classifiers must be from {list(CLASSIFIERS)}"),
+            (
+                set(self.covid_cv_classifiers) <= set(CLASSIFIERS),
+                f"covid_cv_classifiers must be from {list(CLASSIFIERS)}",
+            ),
             (self.covid_grid_size in GRID_SIZES, f"covid_grid_size must be one of {list(GRID_SIZES)}"),
-            (self.outer_repeats >= 1 and self.outer_folds >= 2 and self.inner_folds >= 2,
-             "need outer_repeats >= 1, outer_folds >= 2, inner_folds >= 2"),
+            (
+                self.outer_repeats >= 1 and self.outer_folds >= 2 and self.inner_folds >= 2,
+                "need outer_repeats >= 1, outer_folds >= 2, inner_folds >= 2",
+            ),
             (0 < self.ci_level < 1, "ci_level must be in (0, 1)"),
             (self.n_jobs != 0, "n_jobs must not be 0"),
             (self.test_images >= 0, "test_images must be >= 0"),
             (self.pseudo_sample_size >= 1, "pseudo_sample_size must be >= 1"),
             (0 < self.match_iou < 1, "match_iou must be in (0, 1)"),
             (self.examples >= 0, "examples must be >= 0"),
-        ]  # fmt: skip
+        ]
         check_values("PipelineParams", checks)

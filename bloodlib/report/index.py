@@ -104,21 +104,21 @@ def render_index(out_dir: Path, record: dict) -> str:
     versions = ", ".join(f"{escape(k)} {escape(v)}" for k, v in prov.get("packages", {}).items())
     machine = prov.get("machine", {})
     return f"""<!DOCTYPE html>
-<html lang="en"><head><meta charset="utf-8"><title>bloodlib reports – {escape(str(prov.get('profile', '')))}</title>
+<html lang="en"><head><meta charset="utf-8"><title>bloodlib reports – {escape(str(prov.get("profile", "")))}</title>
 <style>{_STYLE}</style></head><body>
-<h1>bloodlib reports – profile <code>{escape(str(prov.get('profile', '')))}</code></h1>
+<h1>bloodlib reports – profile <code>{escape(str(prov.get("profile", "")))}</code></h1>
 <p>Automated blood-smear analysis, rebuilt from Shojaee &amp; Omidvar. Research tool, not a diagnostic device.</p>
 <h2>Reports</h2>
 <table><tr><th>notebook</th><th>status</th><th>report</th><th>wall time (s)</th><th>finished (UTC)</th><th>files</th></tr>
-{''.join(rows)}</table>
+{"".join(rows)}</table>
 <h2>The paper's numbers beside ours</h2>
 <table><tr><th>notebook</th><th>metric</th><th>paper</th><th>ours</th><th>note (split, protocol)</th></tr>
-{''.join(summary) or '<tr><td colspan="5">no metrics yet</td></tr>'}</table>
+{"".join(summary) or '<tr><td colspan="5">no metrics yet</td></tr>'}</table>
 <h2>Provenance</h2>
-<ul><li>git commit: <code>{escape(str(prov.get('git_commit', 'unknown')))}</code></li>
-<li>machine: {escape(str(machine.get('platform', '')))}, {escape(str(machine.get('cpus', '')))} CPUs</li>
+<ul><li>git commit: <code>{escape(str(prov.get("git_commit", "unknown")))}</code></li>
+<li>machine: {escape(str(machine.get("platform", "")))}, {escape(str(machine.get("cpus", "")))} CPUs</li>
 <li>packages: {versions}</li></ul>
-{''.join(details)}
+{"".join(details)}
 </body></html>
 """
 

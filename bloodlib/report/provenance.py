@@ -10,8 +10,20 @@ import sys
 from pathlib import Path
 
 PACKAGES = (
-    "bloodlib", "numpy", "pandas", "scikit-learn", "scipy", "torch", "torchvision", "torchmetrics",
-    "timm", "opencv-python-headless", "matplotlib", "seaborn", "papermill", "nbconvert",
+    "bloodlib",
+    "numpy",
+    "pandas",
+    "scikit-learn",
+    "scipy",
+    "torch",
+    "torchvision",
+    "torchmetrics",
+    "timm",
+    "opencv-python-headless",
+    "matplotlib",
+    "seaborn",
+    "papermill",
+    "nbconvert",
 )
 
 
@@ -23,7 +35,9 @@ def git_commit(root: Path) -> str:
         ).stdout.strip()
         dirty = subprocess.run(
             ["git", "-C", str(root), "status", "--porcelain", "--untracked-files=no"],
-            capture_output=True, text=True, check=True,
+            capture_output=True,
+            text=True,
+            check=True,
         ).stdout.strip()
     except (OSError, subprocess.CalledProcessError):
         return "unknown"

@@ -24,7 +24,7 @@ import tempfile
 import time
 from concurrent.futures import Future, ThreadPoolExecutor, wait
 from dataclasses import asdict, dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 from bloodlib import params as params_mod
@@ -143,7 +143,7 @@ def run_notebook(
         profile=profile,
         status="ok" if error is None else "failed",
         wall_s=round(time.perf_counter() - started, 1),
-        finished_at=datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        finished_at=datetime.now(UTC).isoformat(timespec="seconds"),
         parameters=values,
         data=provenance.data_checksums(params_mod.DATASETS.get(name, ())),
         error=error,
