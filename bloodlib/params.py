@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import dataclasses
 import importlib
+import inspect
 import types
 import typing
 from pathlib import Path
@@ -177,6 +178,31 @@ def load_profile_settings(profile: str = DEFAULT_PROFILE, root: Path | None = No
 
     path = (root or project_root()) / "params" / check_profile(profile) / "profile.yaml"
     return build(ProfileSettings, read_yaml_mapping(path), str(path))
+
+
+def values_for(target: Any, params: Any, *, prefix: str = "", **given: Any) -> dict[str, Any]:
+    """The keyword arguments of ``target`` (a dataclass or a function) taken from a params object.
+
+    Each keyword ``name`` of ``target`` takes ``given[name]`` if given, else ``params.<prefix><name>``
+    if the params have it; others keep ``target``'s default. The one way parameters become configs.
+
+    Raises:
+        ValueError: ``given`` names a keyword ``target`` does not take.
+    """
+    if dataclasses.is_dataclass(target):
+        names = [f.name for f in dataclasses.fields(target)]
+    else:
+        names = list(inspect.signature(target).parameters)
+    unknown = sorted(set(given) - set(names))
+    if unknown:
+        raise ValueError(f"{getattr(target, '__name__', target)} takes no keyword(s) {', '.join(unknown)}")
+    values = {name: getattr(params, prefix + name) for name in names if hasattr(params, prefix + name)}
+    return {**values, **given}
+
+
+def config_from(target: Any, params: Any, *, prefix: str = "", **given: Any) -> Any:
+    """``target(**values_for(target, params, prefix=prefix, **given))``: a config built from parameters."""
+    return target(**values_for(target, params, prefix=prefix, **given))
 
 
 def as_dict(params: Any) -> dict[str, Any]:

@@ -1,4 +1,4 @@
-"""Training loop: learns, checkpoints every epoch, resumes to the same result; metrics; the CLI hook."""
+"""Task 2's epoch body learns; metrics; test-time augmentation; the CLI hook."""
 
 from __future__ import annotations
 
@@ -7,112 +7,27 @@ import pandas as pd
 import pytest
 import torch
 from sklearn.metrics import precision_recall_fscore_support
+from training_helpers import classifier_task, colour_set
 
 from bloodlib.classification import metrics
-from bloodlib.classification.canvases import CanvasSet
-from bloodlib.classification.data import CLASSES
-from bloodlib.classification.engine import TrainConfig, evaluate, fit
+from bloodlib.classification.engine import evaluate
 from bloodlib.classification.models import build_model
-from bloodlib.classification.transforms import AugmentConfig
-from bloodlib.modelcache import ModelRun
-
-AUG = AugmentConfig(
-    rotation=90, shear=5, translate=0.05, scale=0.1, brightness=0.1, contrast=0.1, saturation=0.1, hue=0.0, blur_p=0.0
-)
-CONFIG = TrainConfig(
-    epochs=3,
-    samples_per_epoch=64,
-    batch_size=16,
-    lr=3e-3,
-    final_lr_fraction=0.1,
-    weight_decay=0.0,
-    label_smoothing=0.0,
-    aux_loss_weight=0.4,
-    seed=3,
-)
-
-
-def colour_set(n: int, seed: int) -> CanvasSet:
-    """Canvases whose class is their dominant colour channel pattern (learnable in a few steps)."""
-    g = torch.Generator().manual_seed(seed)
-    labels = torch.arange(n) % 4
-    tints = torch.tensor([[200, 60, 60], [60, 200, 60], [60, 60, 200], [200, 200, 60]], dtype=torch.float32)
-    noise = torch.randint(0, 40, (n, 3, 24, 24), generator=g).float()
-    canvases = (tints[labels][:, :, None, None] + noise).clamp(0, 255).to(torch.uint8)
-    frame = pd.DataFrame({"label": [CLASSES[i] for i in labels], "group": np.arange(n), "source": np.arange(n)})
-    return CanvasSet("synthetic", frame, canvases)
-
-
-@pytest.fixture(autouse=True)
-def two_threads():
-    torch.set_num_threads(2)
+from bloodlib.training import TrainConfig, fit
 
 
 def test_fit_learns_and_reports_history():
     torch.manual_seed(0)
     model = build_model("arch1")
-    result = fit(
-        model, colour_set(64, 0), colour_set(32, 1), config=CONFIG, augment=AUG, input_size=(16, 16), progress=False
-    )
-    history = pd.DataFrame(result["history"])
+    config = TrainConfig(epochs=3, batch_size=16, lr=3e-3, final_lr_fraction=0.1, seed=3)
+    result = fit(model, classifier_task(train_size=64, samples_per_epoch=64), config, progress=False)
+    history = pd.DataFrame(result.history)
     assert list(history["epoch"]) == [1, 2, 3]
     assert {"train_loss", "train_acc", "val_loss", "val_acc", "val_bacc"} <= set(history.columns)
-    assert result["best_epoch"] == int(
+    assert result.best_epoch == int(
         history.sort_values(["val_bacc", "val_loss"], ascending=[False, True]).iloc[0]["epoch"]
     )
-    model.load_state_dict(result["best_state"])
+    model.load_state_dict(result.state)
     assert evaluate(model, colour_set(32, 2), (16, 16))["acc"] > 0.6
-
-
-def test_interrupted_training_resumes_to_the_same_weights(tmp_path):
-    def run_fit(run, on_epoch=None):
-        torch.manual_seed(0)
-        model = build_model("arch2")
-        config = TrainConfig(
-            epochs=2,
-            samples_per_epoch=32,
-            batch_size=16,
-            lr=3e-3,
-            final_lr_fraction=0.1,
-            weight_decay=0.0,
-            label_smoothing=0.0,
-            aux_loss_weight=0.4,
-            seed=3,
-        )
-        return fit(
-            model,
-            colour_set(48, 0),
-            colour_set(16, 1),
-            config=config,
-            augment=AUG,
-            input_size=(16, 16),
-            run=run,
-            progress=False,
-            on_epoch=on_epoch,
-        )
-
-    straight = run_fit(ModelRun("t/straight", {"a": 1}, {}, root=tmp_path))
-
-    def stop_after_first(row):
-        if row["epoch"] == 1:
-            raise KeyboardInterrupt
-
-    run = ModelRun("t/interrupted", {"a": 1}, {}, root=tmp_path)
-    with pytest.raises(KeyboardInterrupt):
-        run_fit(run, stop_after_first)
-    assert run.load_checkpoint()["state"]["epoch"] == 1
-    resumed = run_fit(run)
-    assert [r["epoch"] for r in resumed["history"]] == [1, 2]
-    for key, value in straight["best_state"].items():
-        assert torch.allclose(value.float(), resumed["best_state"][key].float()), key
-    assert [r["val_loss"] for r in straight["history"]] == pytest.approx([r["val_loss"] for r in resumed["history"]])
-
-
-def test_train_config_rejects_bad_values():
-    with pytest.raises(ValueError, match="epochs"):
-        TrainConfig(0, 64, 16, 1e-3, 1.0, 0.0, 0.0, 0.4, 0)
-    with pytest.raises(ValueError, match="final_lr_fraction"):
-        TrainConfig(1, 64, 16, 1e-3, 0.0, 0.0, 0.0, 0.4, 0)
 
 
 def test_scores_match_scikit_learn():

@@ -1,4 +1,4 @@
-"""Training with class-balanced on-the-fly augmentation, per-epoch checkpoints, and prediction.
+"""Task 2's epoch body (:class:`ClassifierTask`: class-balanced on-the-fly augmentation) and prediction.
 
 An *epoch* here is ``samples_per_epoch`` draws from the training canvases with replacement,
 each class equally likely (:func:`balanced_weights`): dataset2's TRAIN holds ~10k augmented
@@ -7,14 +7,11 @@ spent on more, differently augmented draws. Every epoch ends with a validation p
 grouped validation split; the epoch with the best validation balanced accuracy (ties: lower loss)
 gives the final weights -- *balanced* accuracy, because the validation sources are as
 unbalanced as BCCD (few monocyte and lymphocyte sources). Nothing here looks at a test set.
+The loop itself (seeding, checkpoints, resume) is :func:`bloodlib.training.fit`.
 """
 
 from __future__ import annotations
 
-import math
-import time
-from collections.abc import Callable
-from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -22,50 +19,11 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 from torch.utils.data import DataLoader, Dataset, WeightedRandomSampler
-from tqdm.auto import tqdm
 
 from bloodlib.classification.canvases import CanvasSet
 from bloodlib.classification.crops import CropPolicy
 from bloodlib.classification.models import split_outputs
 from bloodlib.classification.transforms import AugmentConfig, eval_transform, train_transform
-from bloodlib.modelcache import ModelRun
-
-
-@dataclass(frozen=True)
-class TrainConfig:
-    """Optimisation recipe of one model.
-
-    Attributes:
-        epochs: number of epochs (>= 1).
-        samples_per_epoch: class-balanced draws per epoch (>= batch_size; a last incomplete batch is
-            dropped, a batch of one would break batch norm).
-        batch_size: mini-batch size.
-        lr: Adam(W) learning rate at the start.
-        final_lr_fraction: cosine decay to ``lr * final_lr_fraction`` (1.0 = constant, the paper).
-        weight_decay: AdamW decoupled weight decay (0 = Adam).
-        label_smoothing: cross-entropy label smoothing.
-        aux_loss_weight: weight of Inception-v3's auxiliary loss.
-        seed: seeds sampling and augmentation.
-    """
-
-    epochs: int
-    samples_per_epoch: int
-    batch_size: int
-    lr: float
-    final_lr_fraction: float
-    weight_decay: float
-    label_smoothing: float
-    aux_loss_weight: float
-    seed: int
-
-    def __post_init__(self) -> None:
-        for name in ("epochs", "samples_per_epoch", "batch_size"):
-            if getattr(self, name) < 1:
-                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
-        if self.samples_per_epoch < self.batch_size:
-            raise ValueError(f"samples_per_epoch ({self.samples_per_epoch}) must be >= batch_size ({self.batch_size})")
-        if self.lr <= 0 or not 0 < self.final_lr_fraction <= 1:
-            raise ValueError(f"need lr > 0 and 0 < final_lr_fraction <= 1, got {self.lr}, {self.final_lr_fraction}")
 
 
 class AugmentedCanvases(Dataset):
@@ -89,19 +47,13 @@ def balanced_weights(labels: torch.Tensor) -> torch.Tensor:
     return 1.0 / counts[labels].double()
 
 
-def _cosine(total_steps: int, final_fraction: float):
-    def factor(step: int) -> float:
-        progress = min(1.0, step / max(1, total_steps))
-        return final_fraction + (1 - final_fraction) * 0.5 * (1 + math.cos(math.pi * progress))
-
-    return factor
-
-
-def _loss(outputs: Any, targets: torch.Tensor, config: TrainConfig) -> tuple[torch.Tensor, torch.Tensor]:
+def _loss(
+    outputs: Any, targets: torch.Tensor, label_smoothing: float, aux_loss_weight: float
+) -> tuple[torch.Tensor, torch.Tensor]:
     logits, aux = split_outputs(outputs)
-    loss = F.cross_entropy(logits, targets, label_smoothing=config.label_smoothing)
+    loss = F.cross_entropy(logits, targets, label_smoothing=label_smoothing)
     if aux is not None:
-        loss = loss + config.aux_loss_weight * F.cross_entropy(aux, targets, label_smoothing=config.label_smoothing)
+        loss = loss + aux_loss_weight * F.cross_entropy(aux, targets, label_smoothing=label_smoothing)
     return loss, logits
 
 
@@ -156,99 +108,61 @@ def evaluate(model: nn.Module, data: CanvasSet, input_size: tuple[int, int], bat
     }
 
 
-def fit(
-    model: nn.Module,
-    train: CanvasSet,
-    val: CanvasSet,
-    *,
-    config: TrainConfig,
-    augment: AugmentConfig,
-    input_size: tuple[int, int],
-    run: ModelRun | None = None,
-    progress: bool = True,
-    desc: str = "train",
-    on_epoch: Callable[[dict[str, Any]], None] | None = None,
-    device: str | None = None,
-) -> dict[str, Any]:
-    """Train ``model`` in place; returns ``{"history", "best_epoch", "best_state", "train_seconds"}``.
+class ClassifierTask:
+    """Class-balanced training draws and validation on the grouped split (see :mod:`bloodlib.training`).
 
-    With ``run``, the state is checkpointed after every epoch but the last (the caller stores
-    the final weights with :meth:`ModelRun.save_final`), and an interrupted run resumes from its
-    last checkpoint with the same result as an uninterrupted one. ``on_epoch`` is called with
-    each epoch's history row after its checkpoint is written. ``device`` defaults to CUDA when
-    available (the ``paper`` profile's GPU), else the CPU; ``best_state`` is always on the CPU.
+    Args:
+        train, val: canvases of the training and validation sets.
+        input_size: ``(h, w)`` of the classifier's input.
+        augment: on-the-fly augmentation of the training canvases.
+        samples_per_epoch: class-balanced draws (with replacement) per epoch; the last incomplete
+            batch is dropped (a batch of one would break batch norm).
+        batch_size: mini-batch size.
+        label_smoothing: cross-entropy label smoothing.
+        aux_loss_weight: weight of Inception-v3's auxiliary loss.
     """
-    device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
-    model.to(device)
-    torch.manual_seed(config.seed)
-    optimizer = torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
-    steps_per_epoch = config.samples_per_epoch // config.batch_size  # incomplete last batches are dropped
-    scheduler = torch.optim.lr_scheduler.LambdaLR(
-        optimizer, _cosine(config.epochs * steps_per_epoch, config.final_lr_fraction)
-    )
-    state: dict[str, Any] = {"epoch": 0, "history": [], "best": None, "best_state": None, "seconds": 0.0}
-    saved = run.load_checkpoint() if run is not None else None
-    if saved is not None:
-        model.load_state_dict(saved["model"])
-        optimizer.load_state_dict(saved["optimizer"])
-        scheduler.load_state_dict(saved["scheduler"])
-        torch.set_rng_state(saved["rng"])
-        state = saved["state"]
-    dataset = AugmentedCanvases(train, train_transform(input_size, augment))
-    weights = balanced_weights(train.labels)
-    for epoch in range(state["epoch"] + 1, config.epochs + 1):
-        started = time.perf_counter()
-        generator = torch.Generator().manual_seed(config.seed * 1000 + epoch)
-        sampler = WeightedRandomSampler(weights, config.samples_per_epoch, replacement=True, generator=generator)
-        loader = DataLoader(dataset, batch_size=config.batch_size, sampler=sampler, drop_last=True)
-        model.train()
-        total_loss, correct, seen = 0.0, 0, 0
-        for inputs, targets in tqdm(loader, desc=f"{desc} {epoch}/{config.epochs}", leave=False, disable=not progress):
-            inputs, targets = inputs.to(device), targets.to(device)
-            loss, logits = _loss(model(inputs), targets, config)
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
-            scheduler.step()
-            total_loss += loss.item() * len(targets)
-            correct += int((logits.argmax(1) == targets).sum())
-            seen += len(targets)
-        scores = evaluate(model, val, input_size)
-        state["seconds"] += time.perf_counter() - started
-        row = {
-            "epoch": epoch,
-            "train_loss": total_loss / seen,
-            "train_acc": correct / seen,
-            "val_loss": scores["loss"],
-            "val_acc": scores["acc"],
-            "val_bacc": scores["bacc"],
-            "lr": optimizer.param_groups[0]["lr"],
-            "seconds": time.perf_counter() - started,
-        }
-        state["history"].append(row)
-        rank = (row["val_bacc"], -row["val_loss"])
-        if state["best"] is None or rank > tuple(state["best"]):
-            state["best"], state["best_epoch"] = rank, epoch
-            state["best_state"] = {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
-        state["epoch"] = epoch
-        if run is not None and epoch < config.epochs:  # after the last epoch the caller saves the final weights
-            run.save_checkpoint(
-                {
-                    "model": model.state_dict(),
-                    "optimizer": optimizer.state_dict(),
-                    "scheduler": scheduler.state_dict(),
-                    "rng": torch.get_rng_state(),
-                    "state": state,
-                }
-            )
-        if on_epoch is not None:
-            on_epoch(row)
-    return {
-        "history": state["history"],
-        "best_epoch": state["best_epoch"],
-        "best_state": state["best_state"],
-        "train_seconds": state["seconds"],
-    }
+
+    def __init__(
+        self,
+        train: CanvasSet,
+        val: CanvasSet,
+        *,
+        input_size: tuple[int, int],
+        augment: AugmentConfig,
+        samples_per_epoch: int,
+        batch_size: int,
+        label_smoothing: float = 0.0,
+        aux_loss_weight: float = 0.4,
+    ) -> None:
+        if samples_per_epoch < batch_size:
+            raise ValueError(f"samples_per_epoch ({samples_per_epoch}) must be >= batch_size ({batch_size})")
+        self.val, self.input_size = val, input_size
+        self.dataset = AugmentedCanvases(train, train_transform(input_size, augment))
+        self.weights = balanced_weights(train.labels)
+        self.samples_per_epoch, self.batch_size = samples_per_epoch, batch_size
+        self.label_smoothing, self.aux_loss_weight = label_smoothing, aux_loss_weight
+
+    @property
+    def steps_per_epoch(self) -> int:
+        return self.samples_per_epoch // self.batch_size
+
+    def train_loader(self, generator: torch.Generator) -> DataLoader:
+        sampler = WeightedRandomSampler(self.weights, self.samples_per_epoch, replacement=True, generator=generator)
+        return DataLoader(self.dataset, batch_size=self.batch_size, sampler=sampler, drop_last=True)
+
+    def loss(self, model: nn.Module, batch: tuple[torch.Tensor, torch.Tensor]) -> tuple[torch.Tensor, dict[str, float]]:
+        """Cross-entropy (plus Inception's auxiliary term) and the batch's accuracy."""
+        device = next(model.parameters()).device
+        inputs, targets = batch[0].to(device), batch[1].to(device)
+        loss, logits = _loss(model(inputs), targets, self.label_smoothing, self.aux_loss_weight)
+        return loss, {"loss": loss.item(), "acc": float((logits.argmax(1) == targets).float().mean())}
+
+    def validate(self, model: nn.Module) -> dict[str, float]:
+        return evaluate(model, self.val, self.input_size)
+
+    def rank(self, metrics: dict[str, float]) -> tuple[float, ...]:
+        """Balanced accuracy first (the validation sources are unbalanced), then the lower loss."""
+        return (metrics["bacc"], -metrics["loss"])
 
 
 @torch.no_grad()

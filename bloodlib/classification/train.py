@@ -15,7 +15,6 @@ re-run loads instead of training. ``bloodlib train wbc --profile cpu`` calls :fu
 from __future__ import annotations
 
 import dataclasses
-import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -27,66 +26,49 @@ from bloodlib.classification.bccd import bccd_wbc_index
 from bloodlib.classification.canvases import CanvasSet, build_canvases
 from bloodlib.classification.crops import CropPolicy
 from bloodlib.classification.data import dataset2_index, grouped_split, source_map_path, subsample_per_group
-from bloodlib.classification.engine import TrainConfig, fit
+from bloodlib.classification.engine import ClassifierTask
 from bloodlib.classification.models import CUSTOM_MODELS, MODEL_NAMES, build_model
 from bloodlib.classification.params import WbcSubtypesParams
 from bloodlib.classification.transforms import AugmentConfig
-from bloodlib.modelcache import ModelRun, seed_everything
+from bloodlib.modelcache import ModelRun
+from bloodlib.params import config_from
+from bloodlib.training import TrainConfig, TrainedModel, fit, load_or_train
 
 NOTEBOOK = "02_wbc_subtypes"
 TASK = "wbc_subtypes"
 EVAL_SETS = ("TEST", "TEST_SIMPLE", "BCCD")
+#: the parameters of :class:`~bloodlib.classification.engine.ClassifierTask` that shape the weights
+TASK_RECIPE = ("samples_per_epoch", "label_smoothing", "aux_loss_weight")
 
 
 def crop_policy(p: WbcSubtypesParams) -> CropPolicy:
-    return CropPolicy(
-        input_size=tuple(p.input_size),
-        context=p.context,
-        canvas_scale=p.canvas_scale,
-        min_side=p.min_box_side,
-        white_percentile=p.white_percentile,
-        nucleus_to_cell=p.nucleus_to_cell,
-    )
+    return config_from(CropPolicy, p, input_size=tuple(p.input_size), min_side=p.min_box_side)
 
 
 def augment_config(p: WbcSubtypesParams) -> AugmentConfig:
-    return AugmentConfig(
-        rotation=p.aug_rotation,
-        shear=p.aug_shear,
-        translate=p.aug_translate,
-        scale=p.aug_scale,
-        brightness=p.aug_brightness,
-        contrast=p.aug_contrast,
-        saturation=p.aug_saturation,
-        hue=p.aug_hue,
-        blur_p=p.aug_blur_p,
-    )
+    return config_from(AugmentConfig, p, prefix="aug_")
 
 
 def train_config(p: WbcSubtypesParams, model: str) -> TrainConfig:
-    return TrainConfig(
-        epochs=p.epochs_custom if model in CUSTOM_MODELS else p.epochs_standard,
-        samples_per_epoch=p.samples_per_epoch,
-        batch_size=p.batch_size,
-        lr=p.lr_custom if model in CUSTOM_MODELS else p.lr_standard,
-        final_lr_fraction=p.final_lr_fraction,
-        weight_decay=p.weight_decay,
-        label_smoothing=p.label_smoothing,
-        aux_loss_weight=p.aux_loss_weight,
-        seed=p.seed,
+    custom = model in CUSTOM_MODELS
+    return config_from(
+        TrainConfig,
+        p,
+        epochs=p.epochs_custom if custom else p.epochs_standard,
+        lr=p.lr_custom if custom else p.lr_standard,
     )
 
 
-def data_checksums() -> dict[str, Any]:
-    """Registry checksums of blood-cells and BCCD plus the source map's sha256 (cache keys).
+def data_fingerprints() -> dict[str, str]:
+    """Fingerprints of blood-cells and BCCD and the source map's sha256 (cache keys).
 
     Raises:
         bloodlib.data.DataMismatchError: a data set is missing or differs from the registry.
     """
-    from bloodlib.data import locate, verified_checksums
+    from bloodlib.data import fingerprint, locate
     from bloodlib.data.download import sha256_file
 
-    out: dict[str, Any] = {name: verified_checksums(name) for name in ("blood-cells", "BCCD")}
+    out = {name: fingerprint(name) for name in ("blood-cells", "BCCD")}
     out["source_map"] = sha256_file(source_map_path(locate("blood-cells")))
     return out
 
@@ -100,7 +82,7 @@ class WbcData:
     split: pd.DataFrame  # every TRAIN image with its "subset" (train/val)
     bccd_all: pd.DataFrame  # every usable BCCD box, before removing TRAIN sources
     bccd_skipped: dict[str, int]
-    checksums: dict[str, Any]
+    fingerprints: dict[str, str]
 
 
 def train_val_split(p: WbcSubtypesParams, index: pd.DataFrame) -> pd.DataFrame:
@@ -122,7 +104,7 @@ def load_data(p: WbcSubtypesParams, *, progress: bool = True) -> WbcData:
     from bloodlib.data import locate
 
     blood_cells, bccd = locate("blood-cells"), locate("BCCD")
-    checksums = data_checksums()
+    fingerprints = data_fingerprints()
     policy = crop_policy(p)
     index = dataset2_index(blood_cells)
     bccd_all, skipped = bccd_wbc_index(bccd, blood_cells / "dataset-master" / "labels.csv")
@@ -137,22 +119,9 @@ def load_data(p: WbcSubtypesParams, *, progress: bool = True) -> WbcData:
     sets = {}
     for name, frame in frames.items():
         frame = frame.reset_index(drop=True)
-        canvases = build_canvases(frame, policy, data_checksums=checksums, desc=f"crop {name}", progress=progress)
+        canvases = build_canvases(frame, policy, data_checksums=fingerprints, desc=f"crop {name}", progress=progress)
         sets[name] = CanvasSet(name, frame, canvases)
-    return WbcData(policy, sets, split, bccd_all, skipped, checksums)
-
-
-@dataclass
-class TrainedModel:
-    """A trained classifier (eval mode) and how it got there."""
-
-    name: str
-    model: torch.nn.Module
-    history: pd.DataFrame
-    best_epoch: int
-    train_seconds: float
-    cached: bool
-    run_folder: Path
+    return WbcData(policy, sets, split, bccd_all, skipped, fingerprints)
 
 
 def val_groups(split: pd.DataFrame) -> list[int]:
@@ -160,15 +129,15 @@ def val_groups(split: pd.DataFrame) -> list[int]:
     return sorted(int(g) for g in split.loc[split["subset"] == "val", "group"].unique())
 
 
-def model_run(p: WbcSubtypesParams, name: str, checksums: dict[str, Any], val_groups: list[int]) -> ModelRun:
-    """The cache entry of model ``name``: keyed by every parameter that shapes its weights and by
-    the validation groups (so a changed split never reuses weights trained on another)."""
-    shaping = {
+def run_params(p: WbcSubtypesParams, name: str, val_groups: list[int]) -> dict[str, Any]:
+    """Every parameter that shapes the weights of model ``name``, and the validation groups (so a
+    changed split never reuses weights trained on another)."""
+    return {
         "model": name,
         "pretrained": p.pretrained,
         "policy": dataclasses.asdict(crop_policy(p)),
         "augment": dataclasses.asdict(augment_config(p)),
-        "train": dataclasses.asdict(train_config(p, name)),
+        "train": {**dataclasses.asdict(train_config(p, name)), **{k: getattr(p, k) for k in TASK_RECIPE}},
         "split": {
             "val_fraction": p.val_fraction,
             "train_max_per_source": p.train_max_per_source,
@@ -176,8 +145,14 @@ def model_run(p: WbcSubtypesParams, name: str, checksums: dict[str, Any], val_gr
             "val_groups": val_groups,
         },
     }
-    data = {k: checksums[k] for k in ("blood-cells", "source_map")}
-    return ModelRun(f"{TASK}/{name}", shaping, {k: str(v) for k, v in data.items()})
+
+
+def model_run(
+    p: WbcSubtypesParams, name: str, fingerprints: dict[str, str], val_groups: list[int], root: Path | None = None
+) -> ModelRun:
+    """The cache entry of model ``name`` trained on data with ``fingerprints`` (see :func:`run_params`)."""
+    data = {k: fingerprints[k] for k in ("blood-cells", "source_map")}
+    return ModelRun(f"{TASK}/{name}", run_params(p, name, val_groups), data, root)
 
 
 def _epoch_logger(name: str):
@@ -191,55 +166,37 @@ def _epoch_logger(name: str):
     return log
 
 
+def train_classifier(
+    p: WbcSubtypesParams, name: str, data: WbcData, *, progress: bool = True, models_root: Path | None = None
+) -> TrainedModel:
+    """The classifier ``name``: from the model cache, or trained (resuming a checkpoint) and cached."""
+    if name not in MODEL_NAMES:
+        raise ValueError(f"unknown model {name!r}; choose from {', '.join(MODEL_NAMES)}")
+    run = model_run(p, name, data.fingerprints, val_groups(data.split), models_root)
+    config = train_config(p, name)
+
+    def train(model: torch.nn.Module):
+        sets = data.sets
+        task = config_from(
+            ClassifierTask,
+            p,
+            train=sets["train"],
+            val=sets["val"],
+            input_size=data.policy.input_size,
+            augment=augment_config(p),
+        )
+        log = _epoch_logger(name) if progress else None
+        return fit(model, task, config, run=run, progress=progress, desc=name, on_epoch=log)
+
+    return load_or_train(run, lambda: build_model(name, pretrained=p.pretrained), train, name=name, seed=p.seed)
+
+
 def train_models(p: WbcSubtypesParams, data: WbcData, *, progress: bool = True) -> dict[str, TrainedModel]:
     """Train (or load) every model of ``p.models`` in order."""
     unknown = [m for m in p.models if m not in MODEL_NAMES]
     if unknown:
         raise ValueError(f"unknown model(s) {unknown}; choose from {', '.join(MODEL_NAMES)}")
-    torch.set_num_threads(p.num_threads)
-    out = {}
-    for name in p.models:
-        run = model_run(p, name, data.checksums, val_groups(data.split))
-        cached = run.is_complete()
-        if cached:
-            model = build_model(name, pretrained=False)  # the cached weights replace any init
-            final = run.load_final()
-        else:
-            seed_everything(p.seed)
-            model = build_model(name, pretrained=p.pretrained)
-            started = time.perf_counter()
-            result = fit(
-                model,
-                data.sets["train"],
-                data.sets["val"],
-                config=train_config(p, name),
-                augment=augment_config(p),
-                input_size=data.policy.input_size,
-                run=run,
-                progress=progress,
-                desc=name,
-                on_epoch=_epoch_logger(name) if progress else None,
-            )
-            run.save_final(
-                result["best_state"],
-                result["history"],
-                best_epoch=result["best_epoch"],
-                train_seconds=result["train_seconds"],
-                wall_seconds=time.perf_counter() - started,
-            )
-            final = run.load_final()
-        model.load_state_dict(final["model"])
-        model.cpu().eval()  # evaluation, feature maps and timings run on the CPU
-        out[name] = TrainedModel(
-            name=name,
-            model=model,
-            history=pd.DataFrame(final["history"]),
-            best_epoch=int(final["best_epoch"]),
-            train_seconds=float(final["train_seconds"]),
-            cached=cached,
-            run_folder=run.folder,
-        )
-    return out
+    return {name: train_classifier(p, name, data, progress=progress) for name in p.models}
 
 
 def train(profile: str, root: Path) -> int:
@@ -249,10 +206,9 @@ def train(profile: str, root: Path) -> int:
     p = load_params(NOTEBOOK, profile, root)
     data = load_data(p)
     for name, trained in train_models(p, data).items():
-        best = trained.history.loc[trained.history["epoch"] == trained.best_epoch].iloc[0]
         state = "cached" if trained.cached else "trained"
         print(
             f"{name:14s} {state:7s} {trained.train_seconds:7.1f} s  best epoch {trained.best_epoch}  "
-            f"val bal. acc {best['val_bacc']:.3f}  ({trained.run_folder})"
+            f"val bal. acc {trained.best_row['val_bacc']:.3f}  ({trained.run.folder})"
         )
     return 0

@@ -14,6 +14,7 @@ interrupted or corrupt download never leaves a folder that looks complete.
 from __future__ import annotations
 
 import base64
+import hashlib
 import json
 import os
 import shutil
@@ -342,3 +343,14 @@ def verified_checksums(name: str) -> dict[str, str]:
             f"data set {name} at {result.path} does not match the registry:\n  " + "\n  ".join(result.problems)
         )
     return result.as_dict()["sha256"]
+
+
+def fingerprint(name: str) -> str:
+    """What a cache key records of data set ``name``: the sha256 of its registry checksums, once the
+    local copy is verified against them (so it changes whenever the data does).
+
+    Raises:
+        DataMismatchError: the data set is not found here, or files are missing or differ.
+    """
+    checks = json.dumps(verified_checksums(name), sort_keys=True)
+    return hashlib.sha256(checks.encode()).hexdigest()

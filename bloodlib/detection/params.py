@@ -18,7 +18,7 @@ class DetectionParams:
     ImageNet weights (``pretrained``, needs width 1.0 and no BatchNorm), seven anchor
     ``anchor_scales`` and the extra ``anchor_aspect_ratios``, and the IoU ``match_iou`` at which a
     default box becomes a positive (see ``bloodlib.detection.model``).
-    Training: see ``bloodlib.detection.engine.TrainConfig``; ``momentum`` is Adam's beta1.
+    Training: see ``bloodlib.training.TrainConfig``; ``momentum`` is Adam's beta1.
     Augmentation: probabilities of each step of ``bloodlib.detection.transforms``.
     Evaluation: ``tta_views`` flips of each image whose detections are fused (1 = off, 2, 4;
     fused at ``tta_iou``, see ``bloodlib.detection.tta``); ``score_threshold`` for the
@@ -49,7 +49,7 @@ class DetectionParams:
     momentum: float
     beta2: float
     weight_decay: float
-    schedule: str
+    final_lr_fraction: float
     warmup_epochs: float
     grad_clip: float
     eval_every: int

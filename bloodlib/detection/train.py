@@ -2,31 +2,32 @@
 
 A trained detector is stored under ``<models root>/detection/ssd_<backbone>/<key>/`` where
 the key hashes everything that defines its weights (architecture, anchors, recipe,
-augmentation, split, seed) and BCCD's registry checksums, so re-rendering the report
-reuses it and any change trains anew. ``bloodlib train detection --profile cpu`` does the
-same outside the notebook.
+augmentation, split, seed) and BCCD's fingerprint, so re-rendering the report reuses it and
+any change trains anew. Training is :func:`bloodlib.training.fit` with Task 1's epoch body,
+:class:`~bloodlib.detection.engine.DetectionTask`. ``bloodlib train detection --profile cpu``
+does the same outside the notebook.
 """
 
 from __future__ import annotations
 
-import hashlib
-import json
-from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
 
+from bloodlib.detection.backbones import BACKBONES
 from bloodlib.detection.baseline import HSVThresholds
 from bloodlib.detection.data import CLASSES, Annotation, BCCDDetection, load_split
-from bloodlib.detection.engine import TrainConfig, fit
+from bloodlib.detection.engine import DetectionTask
 from bloodlib.detection.model import build_ssd
 from bloodlib.detection.params import DetectionParams
 from bloodlib.detection.transforms import train_transforms
 from bloodlib.modelcache import ModelRun
+from bloodlib.params import config_from, values_for
+from bloodlib.training import TrainConfig, TrainedModel, fit, load_or_train
 
-BACKBONES = ("vgg16", "alexnet")
 DISPLAY = {"vgg16": "VGG16-SSD300", "alexnet": "AlexNet-SSD300", "hsv": "HSV baseline"}
+TASK = "detection"
 
 
 def data_root() -> Path:
@@ -36,16 +37,15 @@ def data_root() -> Path:
     return locate("BCCD")
 
 
-def data_checksum() -> dict[str, str]:
-    """``{"BCCD": hash of the registry's checksums}`` after verifying the files on disk.
+def data_fingerprints() -> dict[str, str]:
+    """``{"BCCD": fingerprint}`` after verifying the files on disk (the cache keys' data part).
 
     Raises:
         bloodlib.data.DataMismatchError: BCCD is missing or differs from the registry.
     """
-    from bloodlib.data import verified_checksums
+    from bloodlib.data import fingerprint
 
-    checks = json.dumps(verified_checksums("BCCD"), sort_keys=True)
-    return {"BCCD": hashlib.sha256(checks.encode()).hexdigest()}
+    return {"BCCD": fingerprint("BCCD")}
 
 
 def load_parts(p: DetectionParams, root: Path | None = None) -> dict[str, list[Annotation]]:
@@ -71,53 +71,24 @@ def model_kwargs(p: DetectionParams, backbone: str) -> dict[str, Any]:
 
 
 def train_config(p: DetectionParams, backbone: str) -> TrainConfig:
-    return TrainConfig(
-        epochs=p.vgg16_epochs if backbone == "vgg16" else p.alexnet_epochs,
-        batch_size=p.batch_size,
-        optimizer=p.optimizer,
-        lr=p.lr,
-        momentum=p.momentum,
-        beta2=p.beta2,
-        weight_decay=p.weight_decay,
-        schedule=p.schedule,
-        warmup_epochs=p.warmup_epochs,
-        grad_clip=p.grad_clip,
-        eval_every=p.eval_every,
-        seed=p.seed,
-        num_workers=p.num_workers,
-    )
+    return config_from(TrainConfig, p, epochs=p.vgg16_epochs if backbone == "vgg16" else p.alexnet_epochs)
 
 
 def augmentation_kwargs(p: DetectionParams) -> dict[str, float]:
-    return {
-        "photometric_p": p.photometric_p,
-        "zoom_out_p": p.zoom_out_p,
-        "zoom_out_max": p.zoom_out_max,
-        "iou_crop_p": p.iou_crop_p,
-        "hflip_p": p.hflip_p,
-        "vflip_p": p.vflip_p,
-    }
+    return values_for(train_transforms, p)
 
 
 def hsv_thresholds(p: DetectionParams) -> HSVThresholds:
-    return HSVThresholds(
-        hue_low=p.hsv_hue_low,
-        hue_high=p.hsv_hue_high,
-        sat_low=p.hsv_sat_low,
-        val_low=p.hsv_val_low,
-        val_high=p.hsv_val_high,
-        open_kernel=p.hsv_open_kernel,
-        close_kernel=p.hsv_close_kernel,
-        min_area=p.hsv_min_area,
-        box_scale=p.hsv_box_scale,
-    )
+    return config_from(HSVThresholds, p, prefix="hsv_")
 
 
 def run_params(p: DetectionParams, backbone: str) -> dict[str, Any]:
     """Everything that defines the trained weights (the model-cache key hashes it)."""
+    from dataclasses import asdict
+
     return {
         "model": model_kwargs(p, backbone),
-        "train": asdict(train_config(p, backbone)),
+        "train": {**asdict(train_config(p, backbone)), "num_workers": p.num_workers},
         "augmentation": augmentation_kwargs(p),
         "data": {
             "split": p.split,
@@ -129,21 +100,9 @@ def run_params(p: DetectionParams, backbone: str) -> dict[str, Any]:
     }
 
 
-@dataclass
-class TrainedDetector:
-    """A trained SSD300 and how it was obtained."""
-
-    backbone: str
-    model: torch.nn.Module
-    history: list[dict[str, float]]
-    best_epoch: int
-    train_seconds: float
-    key: str
-    from_cache: bool
-
-    @property
-    def name(self) -> str:
-        return DISPLAY[self.backbone]
+def model_run(p: DetectionParams, backbone: str, data: dict[str, str], root: Path | None = None) -> ModelRun:
+    """The cache entry of the SSD300 with ``backbone`` trained on data with fingerprints ``data``."""
+    return ModelRun(f"{TASK}/ssd_{backbone}", run_params(p, backbone), data, root)
 
 
 def train_detector(
@@ -152,38 +111,24 @@ def train_detector(
     parts: dict[str, list[Annotation]],
     *,
     progress: bool = True,
-    log: Any = None,
     models_root: Path | None = None,
-    checksums: dict[str, str] | None = None,
-) -> TrainedDetector:
+    fingerprints: dict[str, str] | None = None,
+) -> TrainedModel:
     """The SSD300 with ``backbone``: from the model cache, or trained (resuming a checkpoint) and cached.
 
-    ``checksums`` defaults to :func:`data_checksum` (verifies BCCD's files).
+    ``fingerprints`` defaults to :func:`data_fingerprints` (verifies BCCD's files).
     """
-    run = ModelRun(f"detection/ssd_{backbone}", run_params(p, backbone), checksums or data_checksum(), models_root)
-    model = build_ssd(**model_kwargs(p, backbone))
-    if run.is_complete():
-        final = run.load_final()
-        model.load_state_dict(final["model"])
-        model.eval()
-        return TrainedDetector(
-            backbone, model, final["history"], final["best_epoch"], final["train_seconds"], run.key, True
-        )
-    train_set = BCCDDetection(parts["train"], train_transforms(**augmentation_kwargs(p)))
-    result = fit(
-        model,
-        train_set,
-        parts["val"],
-        train_config(p, backbone),
-        run=run,
-        progress=progress,
-        name=DISPLAY[backbone],
-        log=log,
+    run = model_run(p, backbone, fingerprints or data_fingerprints(), models_root)
+    config = train_config(p, backbone)
+
+    def train(model: torch.nn.Module):
+        train_set = BCCDDetection(parts["train"], train_transforms(**augmentation_kwargs(p)))
+        task = DetectionTask(train_set, parts["val"], batch_size=p.batch_size, num_workers=p.num_workers)
+        return fit(model, task, config, run=run, progress=progress, desc=DISPLAY[backbone])
+
+    return load_or_train(
+        run, lambda: build_ssd(**model_kwargs(p, backbone)), train, name=DISPLAY[backbone], seed=config.seed
     )
-    model.load_state_dict(result.state)
-    model.eval()
-    run.save_final(result.state, result.history, best_epoch=result.best_epoch, train_seconds=result.seconds)
-    return TrainedDetector(backbone, model, result.history, result.best_epoch, result.seconds, run.key, False)
 
 
 def train_cli(profile: str, root: Path) -> int:
@@ -191,12 +136,11 @@ def train_cli(profile: str, root: Path) -> int:
     from bloodlib.params import load_params
 
     p = load_params("01_detection", profile, root)
-    torch.set_num_threads(2)
     parts = load_parts(p)
     for backbone in BACKBONES:
-        trained = train_detector(p, backbone, parts, log=print)
-        where = "cached" if trained.from_cache else f"trained in {trained.train_seconds:.0f} s"
-        val = trained.history[trained.best_epoch - 1].get("val_mAP", float("nan"))
+        trained = train_detector(p, backbone, parts)
+        where = "cached" if trained.cached else f"trained in {trained.train_seconds:.0f} s"
+        val = trained.best_row.get("val_mAP", float("nan"))
         print(
             f"{trained.name}: {where}, best epoch {trained.best_epoch}, validation mAP@0.5 {val:.3f} "
             f"(split {p.split}), key {trained.key}"

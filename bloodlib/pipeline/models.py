@@ -26,11 +26,13 @@ from bloodlib.classification.crops import CropPolicy
 from bloodlib.data import DataMismatchError
 from bloodlib.detection.data import CLASSES
 from bloodlib.fsutil import atomic_write_text
-from bloodlib.modelcache import ModelRun, find_run, models_root
+from bloodlib.modelcache import ModelNotTrainedError, ModelRun, find_run, models_root
+from bloodlib.params import load_params
 from bloodlib.pipeline.params import PipelineParams
+from bloodlib.training import TrainedModel
 
 
-class ModelsNotFoundError(FileNotFoundError):
+class ModelsNotFoundError(ModelNotTrainedError):
     """A model the pipeline needs is not in the trained-model cache; the message says how to get it."""
 
 
@@ -66,117 +68,95 @@ def how_to_train(p: PipelineParams) -> str:
     ) + ", or point --models DIR (or BLOODLIB_MODELS) at a models folder that holds them"
 
 
-def _final_state(
+def _from_cache(
     run: ModelRun | None,
-    root: Path,
-    task: str,
-    params: dict[str, Any],
-    ignore: tuple[tuple[str, ...], ...],
+    lookup: tuple[Path, str, dict[str, Any], tuple[tuple[str, ...], ...]],
+    build: Any,
+    *,
+    name: str,
     what: str,
     p: PipelineParams,
-) -> tuple[dict[str, Any], Path]:
-    """``final.pt`` of ``run`` (exact key) or of a run found by its parameters."""
-    folder = run.folder if run is not None and run.is_complete() else None
-    if folder is None and run is None:
-        folder = find_run(root, task, params, ignore)
-    if folder is None:
-        where = run.folder if run is not None else root / task
+) -> TrainedModel:
+    """The finished ``run`` (exact key), or -- without the training data to compute the key -- the
+    finished run found by its parameters (``lookup``: root, task, params, keys to ignore)."""
+    found = run if run is not None and run.is_complete() else None
+    if found is None and run is None:
+        found = find_run(*lookup)
+    if found is None:
+        where = run.folder if run is not None else lookup[0] / lookup[1]
         raise ModelsNotFoundError(f"no trained {what} in the model cache ({where}); {how_to_train(p)}")
-    return torch.load(folder / "final.pt", map_location="cpu", weights_only=False), folder
+    return TrainedModel.from_cache(found, build(), name=name)
 
 
-def _detector_params(p: PipelineParams):
-    from bloodlib.params import load_params
-
-    return load_params("01_detection", p.detection_profile)
-
-
-def _classifier_params(p: PipelineParams):
-    from bloodlib.params import load_params
-
-    return load_params("02_wbc_subtypes", p.classifier_profile)
+def _info(trained: TrainedModel, profile: str, name: str) -> dict[str, Any]:
+    return {
+        "name": name,
+        "profile": profile,
+        "folder": str(trained.run.folder),
+        "key": trained.key,
+        "best_epoch": trained.best_epoch,
+    }
 
 
 def load_detector(
     p: PipelineParams, root: Path, *, train_missing: bool = False, progress: bool = False
 ) -> tuple[torch.nn.Module, dict[str, Any]]:
     """The SSD300 of ``p`` from the cache (trained first if missing and ``train_missing``)."""
+    from bloodlib.detection import train as detection
     from bloodlib.detection.model import build_ssd
-    from bloodlib.detection.train import data_checksum, load_parts, model_kwargs, run_params, train_detector
 
-    pd_ = _detector_params(p)
-    task = f"detection/ssd_{p.detection_backbone}"
-    params = run_params(pd_, p.detection_backbone)
+    params = load_params("01_detection", p.detection_profile)
+    backbone = p.detection_backbone
     try:
-        run: ModelRun | None = ModelRun(task, params, data_checksum(), root)
+        run: ModelRun | None = detection.model_run(params, backbone, detection.data_fingerprints(), root)
     except (OSError, DataMismatchError):  # BCCD not available here: look the run up by its parameters
         run = None
     if train_missing and run is not None and not run.is_complete():
-        train_detector(pd_, p.detection_backbone, load_parts(pd_), progress=progress, models_root=root)
-    state, folder = _final_state(
-        run, root, task, params, (), f"{p.detection_backbone} detector (profile {p.detection_profile})", p
-    )
-    model = build_ssd(**model_kwargs(pd_, p.detection_backbone))
-    model.load_state_dict(state["model"])
-    model.eval()
-    return model, {
-        "name": f"ssd_{p.detection_backbone}",
-        "profile": p.detection_profile,
-        "folder": str(folder),
-        "key": folder.name,
-        "best_epoch": state.get("best_epoch"),
-    }
+        parts = detection.load_parts(params)
+        trained = detection.train_detector(params, backbone, parts, progress=progress, models_root=root)
+    else:
+        trained = _from_cache(
+            run,
+            (root, f"{detection.TASK}/ssd_{backbone}", detection.run_params(params, backbone), ()),
+            lambda: build_ssd(**detection.model_kwargs(params, backbone)),
+            name=detection.DISPLAY[backbone],
+            what=f"{backbone} detector (profile {p.detection_profile})",
+            p=p,
+        )
+    return trained.model, _info(trained, p.detection_profile, f"ssd_{backbone}")
 
 
 def load_classifier(
     p: PipelineParams, root: Path, *, train_missing: bool = False, progress: bool = False
 ) -> tuple[torch.nn.Module, CropPolicy, dict[str, Any]]:
     """The WBC classifier of ``p`` and its crop policy from the cache (trained first if missing and
-    ``train_missing``; training writes to the default cache, :func:`bloodlib.modelcache.models_root`)."""
-    from bloodlib.classification import train as T
+    ``train_missing``)."""
+    from bloodlib.classification import train as wbc
+    from bloodlib.classification.data import dataset2_index
     from bloodlib.classification.models import build_model
+    from bloodlib.data import locate
 
-    pc = _classifier_params(p)
-    policy = T.crop_policy(pc)
+    params = load_params(wbc.NOTEBOOK, p.classifier_profile)
     name = p.classifier_model
     try:
-        from bloodlib.classification.data import dataset2_index
-        from bloodlib.data import locate
-
-        split = T.train_val_split(pc, dataset2_index(locate("blood-cells", download=False)))
-        run: ModelRun | None = dataclasses.replace(
-            T.model_run(pc, name, T.data_checksums(), T.val_groups(split)), root=root
-        )
+        split = wbc.train_val_split(params, dataset2_index(locate("blood-cells", download=False)))
+        run: ModelRun | None = wbc.model_run(params, name, wbc.data_fingerprints(), wbc.val_groups(split), root)
     except (OSError, DataMismatchError):  # blood-cells not available here: look the run up by its parameters
         run = None
     if train_missing and run is not None and not run.is_complete():
-        single = dataclasses.replace(pc, models=[name])
-        T.train_models(single, T.load_data(single, progress=progress), progress=progress)
-    task = f"{T.TASK}/{name}"
-    params = run.params if run is not None else T.model_run(pc, name, {"blood-cells": "", "source_map": ""}, []).params
-    state, folder = _final_state(
-        run,
-        root,
-        task,
-        params,
-        (("split", "val_groups"),),
-        f"WBC classifier {name} (profile {p.classifier_profile})",
-        p,
-    )
-    model = build_model(name, pretrained=False)
-    model.load_state_dict(state["model"])
-    model.eval()
-    return (
-        model,
-        policy,
-        {
-            "name": name,
-            "profile": p.classifier_profile,
-            "folder": str(folder),
-            "key": folder.name,
-            "best_epoch": state.get("best_epoch"),
-        },
-    )
+        single = dataclasses.replace(params, models=[name])
+        data = wbc.load_data(single, progress=progress)
+        trained = wbc.train_classifier(single, name, data, progress=progress, models_root=root)
+    else:
+        trained = _from_cache(
+            run,  # without the training data, the validation groups are unknown: they are left out
+            (root, f"{wbc.TASK}/{name}", wbc.run_params(params, name, []), (("split", "val_groups"),)),
+            lambda: build_model(name, pretrained=False),
+            name=name,
+            what=f"WBC classifier {name} (profile {p.classifier_profile})",
+            p=p,
+        )
+    return trained.model, wbc.crop_policy(params), _info(trained, p.classifier_profile, name)
 
 
 def count_thresholds(
@@ -184,10 +164,10 @@ def count_thresholds(
 ) -> tuple[dict[str, float], str]:
     """Per-class counting thresholds chosen on BCCD's validation split (cached), or the fallback."""
     from bloodlib.detection.metrics import choose_count_thresholds
-    from bloodlib.detection.train import data_checksum, load_parts
+    from bloodlib.detection.train import data_fingerprints, load_parts
 
     try:
-        checksums = data_checksum()
+        fingerprints = data_fingerprints()
     except (OSError, DataMismatchError) as err:  # BCCD missing or modified
         value = p.fallback_score_threshold
         return (
@@ -206,7 +186,7 @@ def count_thresholds(
             "inference": "bloodlib.pipeline.infer",
             "precision": fast.precision,
         },
-        checksums,
+        fingerprints,
         root,
     )
     path = run.folder / "thresholds.json"
@@ -215,7 +195,7 @@ def count_thresholds(
         return json.loads(path.read_text(encoding="utf-8"))["thresholds"], source
     with warnings.catch_warnings():  # BCCD's two zero-size boxes, already reported by Task 1
         warnings.simplefilter("ignore", UserWarning)
-        val = load_parts(_detector_params(p))["val"]
+        val = load_parts(load_params("01_detection", p.detection_profile))["val"]
     preds = detect_paths(fast, [a.image_path for a in val], batch_size=p.batch_size, progress=progress)
     thresholds = choose_count_thresholds(preds, val)
     try:
@@ -232,19 +212,13 @@ def load_models(
 
     Args:
         root: a models root laid out like ``BLOODLIB_MODELS`` (default :func:`~bloodlib.modelcache.models_root`).
-        train_missing: train missing models (default ``p.train_missing_models``).
+        train_missing: train missing models into ``root`` (default ``p.train_missing_models``).
 
     Raises:
         ModelsNotFoundError: a model is not in the cache; the message names the command that trains it.
-        ValueError: ``train_missing`` with a ``root`` other than the default cache (training writes there).
     """
     root = Path(root) if root is not None else models_root()
     train = p.train_missing_models if train_missing is None else train_missing
-    if train and root.resolve() != models_root().resolve():
-        raise ValueError(
-            f"missing models are trained into the default model cache ({models_root()}), not {root}; "
-            "set BLOODLIB_MODELS instead"
-        )
     detector, det_info = load_detector(p, root, train_missing=train, progress=progress)
     classifier, policy, cls_info = load_classifier(p, root, train_missing=train, progress=progress)
     thresholds, source = count_thresholds(p, detector, f"{det_info['name']}/{det_info['key']}", root, progress=progress)

@@ -1,0 +1,362 @@
+"""One training scaffold for every model: :func:`fit`, :func:`train_one_epoch` and :func:`load_or_train`.
+
+Shaped like torchvision's ``references/``: a task supplies only its *epoch body* -- a
+:class:`TrainingTask` that builds the epoch's data loader, computes a batch's loss and scores the
+model on the validation split -- and this module does the rest, the same way for every task:
+
+- AdamW/Adam/SGD from one :class:`TrainConfig`, a linear warm-up then a cosine decay per step
+  (:class:`LRFactor`), optional gradient clipping;
+- seeding: every RNG is seeded with ``config.seed`` before training starts and each epoch's
+  sampler gets its own generator seeded with :func:`epoch_seed`; the RNG states are saved with
+  every checkpoint, so a resumed run repeats exactly the epochs an uninterrupted run would do;
+- a checkpoint after every epoch through :class:`~bloodlib.modelcache.ModelRun` (weights, optimizer,
+  scheduler, RNG states, history, best weights so far), resumed automatically;
+- validation every ``eval_every`` epochs and after the last; the weights kept are those of the
+  epoch the task ranks best (:meth:`TrainingTask.rank`, validation split only);
+- a history row per epoch: ``epoch``, ``lr`` (at the epoch's start), ``train_<name>`` for each
+  number the loss reports, ``val_<name>`` for each validation metric, ``seconds`` of that epoch.
+
+:func:`load_or_train` is every task's "from the model cache, or trained and cached" entry and
+returns a :class:`TrainedModel`.
+"""
+
+from __future__ import annotations
+
+import math
+import random
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import asdict, dataclass
+from typing import Any, Protocol
+
+import numpy as np
+import torch
+from torch import nn
+from tqdm.auto import tqdm
+
+from bloodlib.modelcache import ModelRun, seed_everything
+
+OPTIMIZERS = ("adam", "adamw", "sgd")
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """The optimisation recipe of one model.
+
+    Attributes:
+        epochs: number of epochs (>= 1).
+        batch_size: mini-batch size (>= 1).
+        lr: peak learning rate (> 0).
+        optimizer: ``"adamw"``, ``"adam"`` or ``"sgd"``.
+        momentum: Adam's beta1 or SGD's momentum.
+        beta2: Adam's beta2.
+        weight_decay: (decoupled for AdamW) weight decay.
+        warmup_epochs: linear warm-up from ``lr / 10`` to ``lr`` over this many epochs (0 = none).
+        final_lr_fraction: cosine decay from ``lr`` to ``lr * final_lr_fraction`` at the end
+            (1.0 = a constant learning rate).
+        grad_clip: cap on the gradients' global L2 norm (0 = off).
+        eval_every: validate every this many epochs (and after the last).
+        seed: seeds initialisation, sampling and augmentation.
+    """
+
+    epochs: int
+    batch_size: int
+    lr: float
+    optimizer: str = "adamw"
+    momentum: float = 0.9
+    beta2: float = 0.999
+    weight_decay: float = 0.0
+    warmup_epochs: float = 0.0
+    final_lr_fraction: float = 0.01
+    grad_clip: float = 0.0
+    eval_every: int = 1
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        for name in ("epochs", "batch_size", "eval_every"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)!r}")
+        if self.optimizer not in OPTIMIZERS:
+            raise ValueError(f"optimizer {self.optimizer!r} is not one of {', '.join(OPTIMIZERS)}")
+        if not self.lr > 0:
+            raise ValueError(f"lr must be > 0, got {self.lr!r}")
+        if not 0 < self.final_lr_fraction <= 1:
+            raise ValueError(f"final_lr_fraction must be in (0, 1], got {self.final_lr_fraction!r}")
+        if self.warmup_epochs < 0 or self.grad_clip < 0:
+            raise ValueError(f"warmup_epochs and grad_clip must be >= 0, got {self.warmup_epochs}, {self.grad_clip}")
+
+
+class TrainingTask(Protocol):
+    """What a task supplies to :func:`fit`: its data, its loss and its validation."""
+
+    @property
+    def steps_per_epoch(self) -> int:
+        """Optimizer steps in one epoch (sizes the learning-rate schedule)."""
+
+    def train_loader(self, generator: torch.Generator) -> Iterable[Any]:
+        """The batches of one epoch; shuffling/sampling draws from ``generator``."""
+
+    def loss(self, model: nn.Module, batch: Any) -> tuple[torch.Tensor, dict[str, float]]:
+        """The scalar loss to minimise on ``batch`` and the numbers to log (means over the batch)."""
+
+    def validate(self, model: nn.Module) -> dict[str, float]:
+        """Metrics of ``model`` on the validation split (``{}`` if there is none)."""
+
+    def rank(self, metrics: dict[str, float]) -> tuple[float, ...]:
+        """How good ``metrics`` are: the epoch with the largest rank is kept."""
+
+
+def make_optimizer(model: nn.Module, config: TrainConfig) -> torch.optim.Optimizer:
+    params = [p for p in model.parameters() if p.requires_grad]
+    if config.optimizer == "sgd":
+        return torch.optim.SGD(params, lr=config.lr, momentum=config.momentum, weight_decay=config.weight_decay)
+    kind = torch.optim.Adam if config.optimizer == "adam" else torch.optim.AdamW
+    return kind(params, lr=config.lr, betas=(config.momentum, config.beta2), weight_decay=config.weight_decay)
+
+
+class LRFactor:
+    """Learning-rate factor per optimizer step: linear warm-up from 0.1, then cosine to ``final``."""
+
+    def __init__(self, warmup_steps: int, total_steps: int, final: float) -> None:
+        self.warmup, self.total, self.final = warmup_steps, max(total_steps, 1), final
+
+    def __call__(self, step: int) -> float:
+        if step < self.warmup:
+            return 0.1 + 0.9 * step / self.warmup
+        progress = min(1.0, (step - self.warmup) / max(1, self.total - self.warmup))
+        return self.final + (1 - self.final) * 0.5 * (1 + math.cos(math.pi * progress))
+
+
+def make_scheduler(optimizer: torch.optim.Optimizer, config: TrainConfig, steps_per_epoch: int):
+    factor = LRFactor(
+        round(config.warmup_epochs * steps_per_epoch), config.epochs * steps_per_epoch, config.final_lr_fraction
+    )
+    return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
+
+
+def epoch_seed(seed: int, epoch: int) -> int:
+    """The seed of epoch ``epoch`` (1-based) of a run seeded with ``seed``."""
+    return seed * 1000 + epoch
+
+
+def rng_state() -> dict[str, Any]:
+    """Python's, NumPy's and torch's RNG states, as plain types and tensors (loadable with ``weights_only``)."""
+    kind, keys, pos, has_gauss, cached = np.random.get_state()
+    return {
+        "python": random.getstate(),
+        "numpy": [kind, torch.from_numpy(keys.astype(np.int64)), pos, has_gauss, cached],
+        "torch": torch.get_rng_state(),
+        "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
+    }
+
+
+def set_rng_state(state: dict[str, Any]) -> None:
+    """Restore what :func:`rng_state` returned."""
+    python = state["python"]
+    random.setstate((python[0], tuple(python[1]), python[2]))
+    kind, keys, pos, has_gauss, cached = state["numpy"]
+    np.random.set_state((kind, keys.numpy().astype(np.uint32), pos, has_gauss, cached))
+    torch.set_rng_state(state["torch"])
+    if state["cuda"] and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def train_one_epoch(
+    model: nn.Module,
+    task: TrainingTask,
+    batches: Iterable[Any],
+    optimizer: torch.optim.Optimizer,
+    scheduler: Any,
+    *,
+    grad_clip: float = 0.0,
+    progress: bool = True,
+    desc: str = "train",
+) -> dict[str, float]:
+    """One pass over ``batches``: loss, backward, clip, step, per-step scheduler.
+
+    Returns the mean over batches of each number ``task.loss`` reports.
+
+    Raises:
+        FloatingPointError: the loss became NaN or infinite (names the step and the loss terms).
+    """
+    model.train()
+    totals: dict[str, float] = {}
+    steps = 0
+    bar = tqdm(batches, desc=desc, leave=False, disable=not progress)
+    for batch in bar:
+        loss, logs = task.loss(model, batch)
+        if not torch.isfinite(loss):
+            raise FloatingPointError(f"{desc}: loss is {loss.item()} at step {steps} ({logs})")
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        if grad_clip > 0:
+            torch.nn.utils.clip_grad_norm_(model.parameters(), grad_clip)
+        optimizer.step()
+        scheduler.step()
+        for key, value in logs.items():
+            totals[key] = totals.get(key, 0.0) + float(value)
+        steps += 1
+        bar.set_postfix(loss=f"{totals.get('loss', 0.0) / steps:.3f}")
+    return {key: value / max(steps, 1) for key, value in totals.items()}
+
+
+@dataclass
+class FitResult:
+    """Outcome of :func:`fit`: the kept weights (CPU), their epoch, the history and the training seconds."""
+
+    state: dict[str, torch.Tensor]
+    best_epoch: int
+    history: list[dict[str, float]]
+    seconds: float
+
+
+def _cpu_copy(model: nn.Module) -> dict[str, torch.Tensor]:
+    return {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
+
+
+def fit(
+    model: nn.Module,
+    task: TrainingTask,
+    config: TrainConfig,
+    *,
+    run: ModelRun | None = None,
+    device: str | torch.device | None = None,
+    progress: bool = True,
+    desc: str = "train",
+    on_epoch: Callable[[dict[str, float]], None] | None = None,
+) -> FitResult:
+    """Train ``model`` in place for ``config.epochs`` (see the module docstring).
+
+    Args:
+        run: where to checkpoint after every epoch; training resumes from its checkpoint.
+        device: default CUDA when available (the ``paper`` profile's GPU), else the CPU.
+        on_epoch: called with each epoch's history row after its checkpoint is written.
+    """
+    device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    model.to(device)
+    optimizer = make_optimizer(model, config)
+    scheduler = make_scheduler(optimizer, config, task.steps_per_epoch)
+    history: list[dict[str, float]] = []
+    best: dict[str, Any] | None = None
+    done, seconds = 0, 0.0
+    saved = run.load_checkpoint() if run is not None else None
+    if saved is None:
+        seed_everything(config.seed)
+    else:
+        model.load_state_dict(saved["model"])
+        optimizer.load_state_dict(saved["optimizer"])
+        scheduler.load_state_dict(saved["scheduler"])
+        set_rng_state(saved["rng"])
+        done, history, best, seconds = saved["epoch"], saved["history"], saved["best"], saved["seconds"]
+    epochs = tqdm(
+        range(done + 1, config.epochs + 1), desc=desc, disable=not progress, initial=done, total=config.epochs
+    )
+    for epoch in epochs:
+        started = time.perf_counter()
+        row: dict[str, float] = {"epoch": epoch, "lr": optimizer.param_groups[0]["lr"]}
+        generator = torch.Generator().manual_seed(epoch_seed(config.seed, epoch))
+        logs = train_one_epoch(
+            model,
+            task,
+            task.train_loader(generator),
+            optimizer,
+            scheduler,
+            grad_clip=config.grad_clip,
+            progress=progress,
+            desc=f"{desc} epoch {epoch}/{config.epochs}",
+        )
+        row.update({f"train_{k}": v for k, v in logs.items()})
+        if epoch % config.eval_every == 0 or epoch == config.epochs:
+            metrics = task.validate(model)
+            row.update({f"val_{k}": v for k, v in metrics.items()})
+            rank = list(task.rank(metrics)) if metrics else [float(epoch)]  # no validation: the last epoch
+            if best is None or rank > best["rank"]:
+                best = {"rank": rank, "epoch": epoch, "state": _cpu_copy(model)}
+        row["seconds"] = time.perf_counter() - started
+        seconds += row["seconds"]
+        history.append(row)
+        epochs.set_postfix({k: f"{v:.3f}" for k, v in row.items() if k in ("train_loss", "val_mAP", "val_bacc")})
+        if run is not None:
+            run.save_checkpoint(
+                {
+                    "model": model.state_dict(),
+                    "optimizer": optimizer.state_dict(),
+                    "scheduler": scheduler.state_dict(),
+                    "rng": rng_state(),
+                    "epoch": epoch,
+                    "history": history,
+                    "best": best,
+                    "seconds": seconds,
+                    "config": asdict(config),
+                }
+            )
+        if on_epoch is not None:
+            on_epoch(row)
+    if best is None:
+        raise RuntimeError(f"{desc}: no epoch was trained")
+    return FitResult(state=best["state"], best_epoch=int(best["epoch"]), history=history, seconds=seconds)
+
+
+@dataclass
+class TrainedModel:
+    """A trained model (eval mode, CPU) and how it got there.
+
+    Attributes:
+        name: the model's display name.
+        model: the network with the kept weights.
+        history: one row per epoch (see the module docstring).
+        best_epoch: the epoch whose weights were kept.
+        train_seconds: training time of the run that made the weights (also when loaded from the cache).
+        cached: loaded from the model cache instead of trained now.
+        run: the cache entry.
+    """
+
+    name: str
+    model: nn.Module
+    history: list[dict[str, float]]
+    best_epoch: int
+    train_seconds: float
+    cached: bool
+    run: ModelRun
+
+    @property
+    def key(self) -> str:
+        return self.run.key
+
+    @property
+    def best_row(self) -> dict[str, float]:
+        """The history row of the kept epoch."""
+        return next(row for row in self.history if row["epoch"] == self.best_epoch)
+
+    @classmethod
+    def from_cache(cls, run: ModelRun, model: nn.Module, *, name: str) -> TrainedModel:
+        """``model`` with the weights of the finished ``run``.
+
+        Raises:
+            bloodlib.modelcache.ModelNotTrainedError: ``run`` has not finished training.
+        """
+        weights, info = run.load_final()
+        model.load_state_dict(weights)
+        model.cpu().eval()
+        return cls(name, model, info["history"], int(info["best_epoch"]), float(info["train_seconds"]), True, run)
+
+
+def load_or_train(
+    run: ModelRun,
+    build: Callable[[], nn.Module],
+    train: Callable[[nn.Module], FitResult],
+    *,
+    name: str,
+    seed: int,
+) -> TrainedModel:
+    """The model of ``run`` from the cache, or built with ``seed`` and trained by ``train`` (which
+    calls :func:`fit` with ``run=run``), then cached."""
+    if run.is_complete():
+        return TrainedModel.from_cache(run, build(), name=name)
+    seed_everything(seed)
+    model = build()
+    result = train(model)
+    run.save_final(result.state, history=result.history, best_epoch=result.best_epoch, train_seconds=result.seconds)
+    model.load_state_dict(result.state)
+    model.cpu().eval()
+    return TrainedModel(name, model, result.history, result.best_epoch, result.seconds, False, run)
