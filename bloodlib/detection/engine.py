@@ -85,7 +85,7 @@ def predict(
     Returns torchvision's dicts (``boxes`` (N, 4) in the image's pixels, ``scores``, ``labels``).
     """
     model.eval()
-    device = next(model.parameters()).device
+    device = next((p.device for p in model.parameters()), torch.device("cpu"))
     out: list[Prediction] = []
     for start in tqdm(range(0, len(images), batch_size), desc=desc, leave=False, disable=not progress):
         batch = [float_image(x).to(device) for x in images[start : start + batch_size]]
