@@ -14,12 +14,14 @@ interrupted or corrupt download never leaves a folder that looks complete.
 from __future__ import annotations
 
 import base64
+import csv
 import hashlib
 import json
 import os
 import shutil
 import tempfile
 import warnings
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -45,6 +47,12 @@ class Source:
             empty for a single file.
         filename: for a single file, its path inside the data set folder.
         auth: ``"kaggle"`` if the host needs the user's Kaggle API credentials.
+        members: for archives that hold more than the data set: a function returning
+            ``(archive member, path in the folder)`` pairs of exactly the files to take
+            (read from a manifest in ``bloodlib/data/manifests/`` when a download starts,
+            never at import); extracted along with ``mapping``.
+        package_files: ``(manifest file, path in the folder)`` pairs copied from
+            ``bloodlib/data/manifests/`` into the folder (the subset's own file lists).
     """
 
     url: str
@@ -52,6 +60,8 @@ class Source:
     mapping: tuple[tuple[str, str], ...] = ()
     filename: str = ""
     auth: str | None = None
+    members: Callable[[], tuple[tuple[str, str], ...]] | None = None
+    package_files: tuple[tuple[str, str], ...] = ()
 
 
 @dataclass(frozen=True)
@@ -72,6 +82,80 @@ _WBC_SHA = "0b22eb2084b1004d464fb5ab87adc85ab94b2079"
 _CROPS_SHA = "7751031e0b41bcfdff998cbc4c698a445a60b49e"
 _OSR_MIRROR_SHA = "190e8b54f3cc68c21c87de4c98a7e5859898bd52"
 _EINSTEIN_MIRROR_SHA = "050c88a3b2194586c158a293aff710d95c9fb0aa"
+_TXL_SHA = "056d09e45403f4d1321b99cdb2cfcc3eb605edcf"
+_PBC_MIRROR_SHA = "d2e7b75e11e21df3fb39f4d1d30004381663d96a"
+
+#: Package files that pin a subset of an upstream archive (the subset's file lists and SOURCE.md).
+MANIFESTS_DIR = Path(__file__).with_name("manifests")
+
+#: TXL-PBC's files inside GitHub's archive of the pinned commit.
+_TXL_ROOT = f"TXL-PBC_Dataset-{_TXL_SHA}/TXL_PBC/"
+#: Upstream TXL-PBC split folders; its split is not BCCD's (see :func:`_bccd_relabel_members`).
+_TXL_SPLITS = ("train", "val", "test")
+#: PBC's class folders inside GitHub's archive of the mirror: our label -> upstream folder.
+_PBC_ROOT = f"Blood-Cell-Classification-{_PBC_MIRROR_SHA}/PBC_dataset_normal_DIB/"
+_PBC_FOLDERS = {
+    "EOSINOPHIL": "eosinophil",
+    "LYMPHOCYTE": "lymphocyte",
+    "MONOCYTE": "monocyte",
+    "NEUTROPHIL": "neutrophil",
+}
+
+
+def manifest_rows(name: str) -> list[dict[str, str]]:
+    """Rows of the CSV manifest ``bloodlib/data/manifests/<name>``."""
+    with open(MANIFESTS_DIR / name, newline="") as handle:
+        return list(csv.DictReader(handle))
+
+
+def _txl_pbc_members() -> tuple[tuple[str, str], ...]:
+    """The 835 staged TXL-PBC images and their label files, listed in ``txl-pbc/sources.csv``.
+
+    Raises:
+        ValueError: the manifest names a split other than train/val (the upstream test split
+            is held out and never taken).
+    """
+    pairs = []
+    for row in manifest_rows("txl-pbc/sources.csv"):
+        split, image = row["split"], row["image"]
+        if split not in ("train", "val"):
+            raise ValueError(f"txl-pbc/sources.csv: split {split!r} of {image} is not train or val")
+        label = f"{Path(image).stem}.txt"
+        pairs += [
+            (f"{_TXL_ROOT}images/{split}/{image}", f"images/{split}/{image}"),
+            (f"{_TXL_ROOT}labels/{split}/{label}", f"labels/{split}/{label}"),
+        ]
+    return tuple(pairs)
+
+
+def _bccd_relabel_members() -> tuple[tuple[str, str], ...]:
+    """TXL-PBC's label files of the 181 BCCD train/val images, renamed to the BCCD id.
+
+    ``bccd-relabel/mapping.csv`` names each label by its TXL-PBC file, not by TXL-PBC's split
+    folder: TXL-PBC split its images anew, so the label of a BCCD train/val image can sit in
+    any of TXL-PBC's train/val/test folders. Each named file is taken from whichever folder
+    holds it; no other file of those folders is extracted.
+
+    Raises:
+        ValueError: the manifest names an image outside BCCD's train/val lists.
+    """
+    pairs = []
+    for row in manifest_rows("bccd-relabel/mapping.csv"):
+        if row["bccd_split"] not in ("train", "val"):
+            raise ValueError(f"bccd-relabel/mapping.csv: {row['bccd_image']} is in BCCD's {row['bccd_split']!r} list")
+        label = f"{Path(row['txl_image']).stem}.txt"
+        pairs += [(f"{_TXL_ROOT}labels/{split}/{label}", f"labels/{row['bccd_image']}.txt") for split in _TXL_SPLITS]
+    return tuple(pairs)
+
+
+def _pbc_members() -> tuple[tuple[str, str], ...]:
+    """The 2,400 staged PBC images listed in ``pbc/files.csv`` (the last 600 of each class folder
+    in sorted file-name order; neutrophils: the last 300 band ``BNE_`` and 300 segmented ``SNE_``)."""
+    return tuple(
+        (f"{_PBC_ROOT}{_PBC_FOLDERS[row['label']]}/{row['file']}", f"{row['label']}/{row['file']}")
+        for row in manifest_rows("pbc/files.csv")
+    )
+
 
 DATASETS: dict[str, DatasetSpec] = {
     spec.name: spec
@@ -188,6 +272,83 @@ DATASETS: dict[str, DatasetSpec] = {
                 "whose sha256 equals the Kaggle file's.",
             ),
         ),
+        DatasetSpec(
+            name="bccd-relabel",
+            title="Complete YOLO boxes (TXL-PBC) for the 181 BCCD images of BCCD's train/val lists, named by BCCD id",
+            homepage=f"https://github.com/lugan113/TXL-PBC_Dataset/tree/{_TXL_SHA}",
+            license="MIT (TXL-PBC, Gan & Li 2024); the images are BCCD's (MIT)",
+            sources=(
+                Source(
+                    url=f"https://codeload.github.com/lugan113/TXL-PBC_Dataset/tar.gz/{_TXL_SHA}",
+                    members=_bccd_relabel_members,
+                    package_files=(
+                        ("bccd-relabel/mapping.csv", "mapping.csv"),
+                        ("bccd-relabel/SOURCE.md", "SOURCE.md"),
+                    ),
+                ),
+            ),
+            checks=(
+                Check("labels", "0412ab73bb4251e090c94318a23e09ee578fbea4ec4e291063f90316ed5c36dc", 181),
+                Check("mapping.csv", "3bd74f8384d3fdaf3cc5fdf27440d674006b99183453241d71add8e0078e2528"),
+            ),
+            notes=(
+                "Labels only: the images are BCCD's JPEGImages (bloodlib data fetch BCCD).",
+                "TXL-PBC's labels of BCCD test images are never taken. TXL-PBC split its images anew: some of "
+                "these 181 labels sit in its own test folder; only the named files are taken from it.",
+            ),
+        ),
+        DatasetSpec(
+            name="txl-pbc",
+            title="TXL-PBC train/val from non-BCCD sources: 835 PBC- and Raabin-sourced fields, YOLO boxes for WBC/RBC/platelets",
+            homepage=f"https://github.com/lugan113/TXL-PBC_Dataset/tree/{_TXL_SHA}",
+            license="MIT",
+            sources=(
+                Source(
+                    url=f"https://codeload.github.com/lugan113/TXL-PBC_Dataset/tar.gz/{_TXL_SHA}",
+                    mapping=(
+                        (f"TXL-PBC_Dataset-{_TXL_SHA}/LICENSE", "LICENSE"),
+                        (f"{_TXL_ROOT}data.yaml", "data.yaml.upstream"),
+                    ),
+                    members=_txl_pbc_members,
+                    package_files=(("txl-pbc/sources.csv", "sources.csv"), ("txl-pbc/SOURCE.md", "SOURCE.md")),
+                ),
+            ),
+            checks=(
+                Check("images", "ed8e40b7a01157f9a17737de0e4ee4b251ed37d65a20d238ebffb36c7ddc3b93", 835),
+                Check("labels", "9ba5388cb4a7388dceb640864921d552aac026bbd90080441156a25360320241", 835),
+                Check("sources.csv", "f7568b5123d947578653905de7ceec95b8e60137d3c0b45b3b545b08b5ca8c90"),
+                Check("LICENSE", "197200e62e9f898e15a05aa8124e4d964c7df097216ffb623cab515e8624e8e9"),
+                Check("data.yaml.upstream", "346ede309a540136faa507bf50a2bcbed2cbdffe1c32dc1431e311b5daf1155f"),
+            ),
+            notes=(
+                "A subset of the upstream archive: its train/val images not taken from BCCD (sources.csv). "
+                "The upstream test split is never taken.",
+            ),
+        ),
+        DatasetSpec(
+            name="pbc",
+            title="PBC (Acevedo et al. 2020): 2,400 single-WBC images 360x363, 600 each of 4 subtypes (a subset)",
+            homepage="https://doi.org/10.17632/snkd93bnjr.1",
+            license="CC BY 4.0 (attribution: Acevedo et al., Data in Brief 30 (2020) 105474)",
+            sources=(
+                Source(
+                    url=f"https://codeload.github.com/AuralinACC/Blood-Cell-Classification/tar.gz/{_PBC_MIRROR_SHA}",
+                    members=_pbc_members,
+                    package_files=(("pbc/SOURCE.md", "SOURCE.md"),),
+                ),
+            ),
+            checks=(
+                Check("EOSINOPHIL", "f835d23fb41c9cf132dcbdf3497a1d05f1d1a35403636912101662a8d565cb57", 600),
+                Check("LYMPHOCYTE", "a8ac69cba3089465745e062c6a9c6f454b2984fe796fc1627edd0d84e053b7e4", 600),
+                Check("MONOCYTE", "31551bb7c8060afefa52f65cebc8aa673a0b587fe9ed5581b2a139726444a8f1", 600),
+                Check("NEUTROPHIL", "51f25aa656b79400257d7c3ac84e11351b755b5a1bd49cc5efd75252036692e0", 600),
+            ),
+            notes=(
+                "The official home is Mendeley Data (doi 10.17632/snkd93bnjr.1, 17,092 images of 8 classes); "
+                "bloodlib takes the 2,400 listed in its manifest from a public GitHub mirror of the same files "
+                "(a ~300 MB archive).",
+            ),
+        ),
     )
 }
 
@@ -251,12 +412,16 @@ def _download_source(source: Source, staging: Path) -> None:
             raise DownloadError(
                 "Kaggle credentials not found: set KAGGLE_USERNAME and KAGGLE_KEY, or put kaggle.json in ~/.kaggle"
             )
-    if not source.mapping:
+    if not source.mapping and source.members is None:
         download_file(source.url, staging / source.filename, sha256=source.sha256, headers=headers)
         return
+    mapping = source.mapping + (source.members() if source.members is not None else ())
     with tempfile.TemporaryDirectory(dir=staging.parent, prefix=".download-") as tmp:
         archive = download_file(source.url, Path(tmp) / "archive", sha256=source.sha256, headers=headers)
-        extract_archive(archive, staging, mapping=source.mapping)
+        extract_archive(archive, staging, mapping=mapping)
+    for manifest, path in source.package_files:
+        (staging / path).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(MANIFESTS_DIR / manifest, staging / path)
 
 
 def fetch(name: str, *, target: Path | None = None, force: bool = False) -> Path:

@@ -42,6 +42,8 @@ class Annotation:
         width, height: image size in pixels.
         boxes: ``(N, 4)`` float32 ``[x1, y1, x2, y2]`` pixels, clipped to the image, positive size.
         labels: ``(N,)`` int64 in ``1..len(CLASSES)``.
+        source: the data set the image comes from (``"BCCD"``, or e.g. ``"PBC"``, ``"Raabin"``
+            for TXL-PBC fields, see :mod:`bloodlib.detection.sources`).
     """
 
     image_id: str
@@ -50,6 +52,7 @@ class Annotation:
     height: int
     boxes: np.ndarray
     labels: np.ndarray
+    source: str = "BCCD"
 
     def counts(self) -> dict[str, int]:
         """Number of boxes per class name."""
