@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from notebook_helpers import render_quick
+from tests.notebook_helpers import render_quick
 
 
 def test_covid_notebook_quick(tmp_path):

@@ -10,15 +10,6 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-from http_helpers import (
-    QuietHandler,
-    TruncatingHandler,
-    make_tar,
-    make_zip,
-    serve_directory,
-    serve_handler,
-    start_server,
-)
 
 from bloodlib.data import download as dl
 from bloodlib.data.download import (
@@ -28,6 +19,15 @@ from bloodlib.data.download import (
     download_file,
     extract_archive,
     sha256_file,
+)
+from tests.http_helpers import (
+    QuietHandler,
+    TruncatingHandler,
+    make_tar,
+    make_zip,
+    serve_directory,
+    serve_handler,
+    start_server,
 )
 
 

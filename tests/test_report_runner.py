@@ -15,8 +15,7 @@ from bloodlib import cli
 from bloodlib import params as P
 from bloodlib.report.links import broken_links
 from bloodlib.report.runner import run_reports
-
-ROOT = Path(__file__).resolve().parents[1]
+from tests.paths import ROOT
 
 
 @dataclasses.dataclass(frozen=True)
@@ -67,7 +66,7 @@ def make_project(root: Path, *, fail: bool = False) -> Path:
 
 @pytest.fixture
 def demo(tmp_path, monkeypatch):
-    monkeypatch.setitem(P.SCHEMAS, "90_demo", "test_report_runner:DemoParams")
+    monkeypatch.setitem(P.SCHEMAS, "90_demo", f"{__name__}:DemoParams")
     monkeypatch.setenv("BLOODLIB_ROOT", str(tmp_path))
     return make_project(tmp_path)
 
