@@ -119,6 +119,7 @@ def test_png_writer_round_trips():
         assert image.text == {"Disclaimer": NOTICE, "Source": "x.jpg"}
 
 
+@pytest.mark.slow
 def test_bench_measures_both_pipelines_on_real_images():
     """The bench's two measurements run end to end (speed itself is a benchmark, not a test)."""
     from bloodlib.pipeline.speed import pipeline_images_per_s, torchvision_images_per_s

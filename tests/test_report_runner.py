@@ -75,6 +75,7 @@ def all_broken(out: Path) -> list[str]:
     return [f"{page.name}: {problem}" for page in sorted(out.glob("*.html")) for problem in broken_links(page)]
 
 
+@pytest.mark.slow
 def test_success_writes_report_files_and_index(demo):
     (run,) = run_reports("quick", root=demo)
     assert run.status == "ok", run.error
@@ -93,6 +94,7 @@ def test_success_writes_report_files_and_index(demo):
     assert all_broken(out) == []
 
 
+@pytest.mark.slow
 def test_failing_notebook_keeps_previous_report(demo, capsys):
     assert run_reports("quick", root=demo)[0].status == "ok"
     out = demo / "reports" / "quick"
