@@ -2,6 +2,8 @@
 #   make reports   create .venv, install, register the Jupyter kernel, fetch data, render every report (cpu profile)
 #   make test      same environment, run the test suite
 # Options: PROFILE=quick|cpu|paper, JOBS=N, PYTHON=python3.11, BLOODLIB_DATA=/path/to/local/data
+#   PYTEST_ARGS   extra pytest arguments for make test, e.g. the fast loop without notebooks and training:
+#                 make test PYTEST_ARGS='-m "not slow"'    or one file: make test PYTEST_ARGS='tests/test_params.py -x'
 
 PYTHON ?= python3
 PROFILE ?= cpu
@@ -16,7 +18,7 @@ reports: data
 	$(PY) -m bloodlib report --profile $(PROFILE) --jobs $(JOBS)
 
 test: env
-	$(PY) -m pytest
+	$(PY) -m pytest $(PYTEST_ARGS)
 
 lint: env
 	$(VENV)/bin/ruff check .

@@ -3,24 +3,12 @@
 from __future__ import annotations
 
 import json
-import os
 import shutil
 from pathlib import Path
 
-import pytest
-
 from bloodlib.report.links import broken_links
 from bloodlib.report.runner import run_reports
-
-ROOT = Path(__file__).resolve().parents[1]
-
-
-def require_data() -> Path:
-    """The local data folder; a test that needs data fails (never skips) without it."""
-    value = os.environ.get("BLOODLIB_DATA")
-    if not value or not Path(value).is_dir():
-        pytest.fail("BLOODLIB_DATA must name the local data folder (e.g. ../shared/data); CI sets it")
-    return Path(value)
+from tests.paths import ROOT, require_data
 
 
 def render_quick(name: str, tmp_path: Path) -> tuple[Path, dict]:

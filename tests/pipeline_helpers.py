@@ -9,7 +9,6 @@ from pathlib import Path
 import cv2
 import numpy as np
 import torch
-from notebook_helpers import ROOT, require_data  # tests/ is on sys.path under pytest (plain or -m)
 
 from bloodlib.classification.models import build_model
 from bloodlib.classification.train import crop_policy
@@ -19,6 +18,7 @@ from bloodlib.detection.train import model_kwargs
 from bloodlib.params import load_params
 from bloodlib.pipeline import io as pio
 from bloodlib.pipeline.models import PipelineModels
+from tests.paths import ROOT, require_data
 
 
 def quick_params():

@@ -11,7 +11,6 @@ from bloodlib.classification import bccd, crops, data
 from bloodlib.classification.canvases import CanvasSet
 from bloodlib.classification.engine import AugmentedCanvases, balanced_weights
 from bloodlib.classification.transforms import AugmentConfig, eval_transform, train_transform
-from tests.notebook_helpers import require_data
 
 POLICY = crops.CropPolicy(
     input_size=(32, 32), context=1.5, canvas_scale=1.5, min_side=8.0, white_percentile=97.0, nucleus_to_cell=1.3
@@ -163,10 +162,10 @@ def test_grouped_split_on_synthetic_groups():
         data.grouped_split(frame, val_fraction=1.0, seed=1)
 
 
+@pytest.mark.usefixtures("data_root")
 def test_grouped_split_of_the_real_train_set_never_shares_a_source():
     from bloodlib.data import locate
 
-    require_data()
     index = data.dataset2_index(locate("blood-cells"))
     assert len(index) == 12515 and index["source"].notna().all()
     # TRAIN and TEST meet only in the two near-duplicate pairs SOURCE.md names (204~277, 230~257)
@@ -212,10 +211,10 @@ def test_voc_parser_and_label_rule(tmp_path):
     assert skipped == {"no label": 1, "mixed or other class": 1, "no annotation": 1, "box count != label count": 1}
 
 
+@pytest.mark.usefixtures("data_root")
 def test_real_bccd_boxes_and_the_localizer_agree():
     from bloodlib.data import locate
 
-    require_data()
     frame, _ = bccd.bccd_wbc_index(locate("BCCD"), locate("blood-cells") / "dataset-master" / "labels.csv")
     assert 330 <= len(frame) <= 360 and set(frame["label"]) == set(data.CLASSES)
     hits = 0

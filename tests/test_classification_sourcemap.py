@@ -11,7 +11,7 @@ import pandas as pd
 import pytest
 
 from bloodlib.classification import data, sourcemap
-from tests.notebook_helpers import require_data
+from tests.paths import require_data
 
 # ---- voting rules (no data) ----------------------------------------------------------------
 

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
-from notebook_helpers import render_quick
+import pytest
+
+from tests.notebook_helpers import render_quick
 
 
+@pytest.mark.slow
 def test_covid_notebook_quick(tmp_path):
     out, metrics = render_quick("03_covid_diagnosis", tmp_path)
     files = out / "03_covid_diagnosis"

@@ -19,7 +19,6 @@ from bloodlib.detection.data import (
     split_ids,
 )
 from bloodlib.detection.transforms import eval_transforms, train_transforms
-from tests.notebook_helpers import require_data
 
 
 def write_voc(
@@ -136,8 +135,8 @@ def test_eval_transform_keeps_geometry():
     assert out.shape == (3, 480, 640) and out.max() == 1.0
 
 
-def test_bccd_official_and_random_splits():
-    root = require_data() / "BCCD"
+def test_bccd_official_and_random_splits(data_root):
+    root = data_root / "BCCD"
     official = split_ids(root, "official", 0)
     assert {k: len(v) for k, v in official.items()} == {"train": 205, "val": 87, "test": 72}
     assert not set(official["train"]) & set(official["test"])
@@ -149,8 +148,8 @@ def test_bccd_official_and_random_splits():
         split_ids(root, "kfold", 0)
 
 
-def test_bccd_loads_with_its_two_zero_size_boxes_dropped():
-    root = require_data() / "BCCD"
+def test_bccd_loads_with_its_two_zero_size_boxes_dropped(data_root):
+    root = data_root / "BCCD"
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         parts = load_split(root, "official", 0)

@@ -7,7 +7,8 @@ import math
 import pytest
 
 from bloodlib.cli import main
-from tests.notebook_helpers import ROOT, render_quick, require_data
+from tests.notebook_helpers import render_quick
+from tests.paths import ROOT
 
 
 @pytest.mark.slow
@@ -33,8 +34,8 @@ def test_notebook_renders_under_quick(tmp_path, monkeypatch):
 
 
 @pytest.mark.slow
+@pytest.mark.usefixtures("data_root")
 def test_cli_trains_into_the_cache_then_reuses_it(tmp_path, monkeypatch, capsys):
-    require_data()
     monkeypatch.setenv("BLOODLIB_MODELS", str(tmp_path / "models"))
     monkeypatch.setenv("BLOODLIB_ROOT", str(ROOT))
     assert main(["train", "detection", "--profile", "quick"]) == 0

@@ -8,6 +8,8 @@ import pytest
 import torch
 
 from bloodlib.detection.tta import FLIPS, flip_image, fuse_views, predict_tta, unflip_boxes
+from bloodlib.params import load_params
+from tests.paths import ROOT
 
 
 def detection(boxes: list[list[float]], scores: list[float], labels: list[int]) -> dict[str, torch.Tensor]:
@@ -111,9 +113,7 @@ def test_predict_tta_refuses_other_view_counts():
 
 
 def test_detection_params_check_the_tta_fields():
-    from test_detection_engine import quick_params
-
-    p = quick_params()
+    p = load_params("01_detection", "quick", ROOT)
     assert p.tta_views in (1, 2, 4)
     with pytest.raises(ValueError, match="tta_views"):
         dataclasses.replace(p, tta_views=3)

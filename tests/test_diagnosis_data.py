@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import os
-import warnings
 from pathlib import Path
 
 import numpy as np
@@ -19,37 +17,15 @@ from bloodlib.diagnosis.data import (
     load_osr,
     xy_groups,
 )
-
-
-def _data_file(relative: str) -> Path:
-    root = os.environ.get("BLOODLIB_DATA")
-    if not root:
-        pytest.fail("BLOODLIB_DATA is not set: point it at a folder laid out like shared/data (covid-osr/, ...)")
-    path = Path(root) / relative
-    if not path.is_file():
-        pytest.fail(f"{path} not found: BLOODLIB_DATA={root} must contain {relative}")
-    return path
-
-
-@pytest.fixture(scope="module")
-def osr_path() -> Path:
-    return _data_file("covid-osr/covid_study_v2.xlsx")
+from tests.paths import require_data
 
 
 @pytest.fixture(scope="module")
 def einstein_path() -> Path:
-    return _data_file("covid-einstein/dataset.xlsx")
+    return require_data("covid-einstein/dataset.xlsx")
 
 
-@pytest.fixture(scope="module")
-def osr_loaded(osr_path: Path) -> tuple[pd.DataFrame, list[warnings.WarningMessage]]:
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always")
-        df = load_osr(osr_path)
-    return df, list(caught)
-
-
-# --- OSR, real file -------------------------------------------------------------------
+# --- OSR, real file (the session fixture osr_loaded of conftest.py) -------------------------------------------------------------------
 
 
 def test_osr_columns_and_counts(osr_loaded):

@@ -2,9 +2,6 @@
 
 from __future__ import annotations
 
-import os
-import warnings
-from pathlib import Path
 from typing import ClassVar
 
 import numpy as np
@@ -15,7 +12,7 @@ from sklearn.datasets import make_classification
 from sklearn.pipeline import Pipeline
 
 from bloodlib.diagnosis import tuning
-from bloodlib.diagnosis.data import load_osr, xy_groups
+from bloodlib.diagnosis.data import xy_groups
 from bloodlib.diagnosis.faithful import run_faithful
 from bloodlib.diagnosis.honest import METRICS, corrected_t_interval, run_honest
 from bloodlib.diagnosis.models import make_classifier
@@ -32,19 +29,6 @@ HONEST_TINY = {
     "n_jobs": 1,
     "progress": False,
 }
-
-
-@pytest.fixture(scope="module")
-def osr() -> pd.DataFrame:
-    root = os.environ.get("BLOODLIB_DATA")
-    if not root:
-        pytest.fail("BLOODLIB_DATA is not set: point it at a folder laid out like shared/data (covid-osr/, ...)")
-    path = Path(root) / "covid-osr" / "covid_study_v2.xlsx"
-    if not path.is_file():
-        pytest.fail(f"{path} not found: BLOODLIB_DATA={root} must contain covid-osr/covid_study_v2.xlsx")
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", UserWarning)
-        return load_osr(path)
 
 
 @pytest.fixture(scope="module")

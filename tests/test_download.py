@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import functools
 import hashlib
+import io
 import os
 import tarfile
 import zipfile
@@ -10,15 +12,6 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-from http_helpers import (
-    QuietHandler,
-    TruncatingHandler,
-    make_tar,
-    make_zip,
-    serve_directory,
-    serve_handler,
-    start_server,
-)
 
 from bloodlib.data import download as dl
 from bloodlib.data.download import (
@@ -28,6 +21,15 @@ from bloodlib.data.download import (
     download_file,
     extract_archive,
     sha256_file,
+)
+from tests.http_helpers import (
+    QuietHandler,
+    TruncatingHandler,
+    make_tar,
+    make_zip,
+    serve_directory,
+    serve_handler,
+    start_server,
 )
 
 
@@ -78,11 +80,22 @@ def test_download_and_extract_with_mapping(tmp_path: Path, fmt: str, name: str) 
     assert len(everything) == len(REPO_FILES)
 
 
-def test_progress_bar_enabled(tmp_path: Path) -> None:
+@pytest.mark.parametrize("progress", [True, False])
+def test_progress_bar_shows_the_announced_size(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, progress: bool) -> None:
+    """The bar counts 3000 B (2.93 KiB, from Content-Length) in 1000 B chunks to 100 %; ``progress=False`` is silent."""
+    screen = io.StringIO()
+    monkeypatch.setattr(dl, "tqdm", functools.partial(dl.tqdm, file=screen, mininterval=0, ascii=True))
+    monkeypatch.setattr(dl, "_CHUNK", 1000)
     (tmp_path / "f.xlsx").write_bytes(b"x" * 3000)
     with serve_directory(tmp_path) as base:
-        out = download_file(f"{base}/f.xlsx", tmp_path / "dl" / "f.xlsx", progress=True, desc="xlsx", timeout=5)
+        out = download_file(f"{base}/f.xlsx", tmp_path / "dl" / "f.xlsx", progress=progress, desc="xlsx", timeout=5)
     assert out.read_bytes() == b"x" * 3000
+    shown = [state.strip() for state in screen.getvalue().split("\r") if state.strip()]
+    if not progress:
+        assert shown == []
+        return
+    assert [state.split("|")[0] for state in shown] == ["xlsx:   0%", "xlsx:  33%", "xlsx:  67%", "xlsx: 100%"]
+    assert "2.93k/2.93k" in shown[-1] and all("/2.93k" in state for state in shown)
 
 
 def test_sha256_file(tmp_path: Path) -> None:

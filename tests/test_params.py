@@ -10,8 +10,7 @@ import nbformat
 import pytest
 
 from bloodlib import params as P
-
-ROOT = Path(__file__).resolve().parents[1]
+from tests.paths import ROOT
 
 
 @dataclasses.dataclass(frozen=True)
@@ -119,7 +118,7 @@ def test_notebooks_are_committed_without_outputs(name):
 
 
 def test_params_from_namespace_takes_schema_fields_only(monkeypatch):
-    monkeypatch.setitem(P.SCHEMAS, "90_demo", "test_params:Demo")
+    monkeypatch.setitem(P.SCHEMAS, "90_demo", f"{__name__}:Demo")
     namespace = {"seed": 1, "rate": 0.5, "name": "n", "flags": [], "enabled": False, "profile": "cpu", "x": 1}
     assert P.params_from_namespace("90_demo", namespace) == Demo(1, 0.5, "n", [], False)
     del namespace["seed"]

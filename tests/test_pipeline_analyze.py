@@ -9,11 +9,11 @@ from pathlib import Path
 
 import pytest
 from PIL import Image
-from pipeline_helpers import bad_inputs, bccd_images, make_unreadable, tiny_models
 
 from bloodlib import cli
 from bloodlib.pipeline import NOTICE
 from bloodlib.pipeline import models as pipeline_models
+from tests.pipeline_helpers import bad_inputs, bccd_images, make_unreadable, tiny_models
 
 
 @pytest.fixture

@@ -8,14 +8,13 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from notebook_helpers import require_data
-from pipeline_helpers import quick_params
 
 from bloodlib.pipeline import covid as C
 from bloodlib.pipeline.aggregate import aggregate, covid_flags
 from bloodlib.pipeline.features import SCALE_FREE_FEATURES, scale_free_features
 from bloodlib.pipeline.infer import FieldResult
 from bloodlib.pipeline.io import Field
+from tests.pipeline_helpers import quick_params
 
 
 def test_scale_free_features():
@@ -85,12 +84,6 @@ def test_aggregate_sums_fields_and_skips_failed_ones():
     assert not covid_flags(agg, {"probability": 0.3, "out_of_range": [], "imputed": []}, min_wbc=3)["low_confidence"]
     empty = aggregate("e", "dir", [], [], pseudo_count=0.5)
     assert not empty.ok and math.isnan(empty.features["neutrophil_fraction"])
-
-
-@pytest.fixture(scope="module")
-def osr():
-    require_data()
-    return C.load_osr_cohort()
 
 
 def test_fitted_model_predicts_and_flags(osr):

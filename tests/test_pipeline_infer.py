@@ -5,12 +5,12 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-from pipeline_helpers import bccd_images, tiny_models
 from torch import nn
 from torchvision.ops import box_iou
 
 from bloodlib.classification.crops import read_rgb
 from bloodlib.pipeline.infer import Classifier, Detector, detect_paths, fuse_conv_bn, run_fields
+from tests.pipeline_helpers import bccd_images, colour_image, quick_params, tiny_models
 
 
 def test_fuse_conv_bn_is_equivalent():
@@ -109,7 +109,6 @@ def test_png_writer_round_trips():
     import io
 
     from PIL import Image
-    from pipeline_helpers import colour_image
 
     from bloodlib.pipeline import NOTICE
     from bloodlib.pipeline.annotate import png_bytes
@@ -120,10 +119,9 @@ def test_png_writer_round_trips():
         assert image.text == {"Disclaimer": NOTICE, "Source": "x.jpg"}
 
 
+@pytest.mark.slow
 def test_bench_measures_both_pipelines_on_real_images():
     """The bench's two measurements run end to end (speed itself is a benchmark, not a test)."""
-    from pipeline_helpers import quick_params
-
     from bloodlib.pipeline.speed import pipeline_images_per_s, torchvision_images_per_s
 
     paths = bccd_images(4)

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from pipeline_helpers import bad_inputs, bccd_images, colour_image, make_unreadable, write_rgb
 
 from bloodlib.pipeline.io import ERROR, WARNING, ImageInputError, load_image, plan_inputs
+from tests.pipeline_helpers import bad_inputs, bccd_images, colour_image, make_unreadable, write_rgb
 
 
 def load(path, **kw):

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import pandas as pd
 import pytest
-from notebook_helpers import render_quick
+
+from tests.notebook_helpers import render_quick
 
 NAME = "04_pipeline"
 

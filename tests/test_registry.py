@@ -3,53 +3,39 @@
 from __future__ import annotations
 
 import hashlib
-import os
 import shutil
 from pathlib import Path
 
 import pytest
-from http_helpers import TruncatingHandler, make_tar, serve_directory, serve_handler
 
 from bloodlib.data import registry as R
 from bloodlib.data.checks import Check, tree_digest
-
-
-def shared_data() -> Path:
-    value = os.environ.get("BLOODLIB_DATA")
-    if not value or not Path(value).is_dir():
-        pytest.fail("BLOODLIB_DATA must name the local data folder (e.g. ../shared/data); CI sets it")
-    return Path(value)
+from tests.http_helpers import TruncatingHandler, make_tar, serve_directory, serve_handler
 
 
 @pytest.fixture
-def shared() -> Path:
-    return shared_data()
-
-
-@pytest.fixture
-def isolated(shared, tmp_path, monkeypatch):
-    """An empty cache and no local data folder (``shared`` is read before it is unset)."""
+def isolated(data_root, tmp_path, monkeypatch):
+    """An empty cache and no local data folder (``data_root`` is read before it is unset)."""
     monkeypatch.setenv("BLOODLIB_CACHE", str(tmp_path / "cache"))
     monkeypatch.delenv("BLOODLIB_DATA", raising=False)
     return tmp_path
 
 
 @pytest.mark.parametrize("name", list(R.DATASETS))
-def test_shared_copy_matches_registry_checksums(name):
+def test_shared_copy_matches_registry_checksums(name, data_root):
     """The registry's checksums describe the real data (every file hashed)."""
-    shared_data()
     result = R.verify(name)
     assert result.ok, result.problems
-    assert result.path == shared_data().resolve() / name
+    assert result.path == data_root.resolve() / name
 
 
-def test_locate_prefers_bloodlib_data_then_cache(isolated, shared, monkeypatch):
+def test_locate_prefers_bloodlib_data_then_cache(isolated, data_root, monkeypatch):
     local = isolated / "local"
     (local / "covid-osr").mkdir(parents=True)
-    shutil.copy(shared / "covid-osr" / "covid_study_v2.xlsx", local / "covid-osr")
+    shutil.copy(data_root / "covid-osr" / "covid_study_v2.xlsx", local / "covid-osr")
     cached = isolated / "cache" / "data" / "covid-osr"
     cached.mkdir(parents=True)
-    shutil.copy(shared / "covid-osr" / "covid_study_v2.xlsx", cached)
+    shutil.copy(data_root / "covid-osr" / "covid_study_v2.xlsx", cached)
     monkeypatch.setenv("BLOODLIB_DATA", str(local))
     assert R.locate("covid-osr", download=False) == local / "covid-osr"
     monkeypatch.setenv("BLOODLIB_DATA", str(isolated / "empty"))
@@ -63,10 +49,10 @@ def test_missing_data_is_a_clear_error(isolated):
         R.get_spec("nope")
 
 
-def test_verify_detects_a_changed_byte(isolated, shared, monkeypatch):
+def test_verify_detects_a_changed_byte(isolated, data_root, monkeypatch):
     local = isolated / "local" / "covid-osr"
     local.mkdir(parents=True)
-    data = bytearray((shared / "covid-osr" / "covid_study_v2.xlsx").read_bytes())
+    data = bytearray((data_root / "covid-osr" / "covid_study_v2.xlsx").read_bytes())
     data[100] ^= 0xFF
     (local / "covid_study_v2.xlsx").write_bytes(bytes(data))
     monkeypatch.setenv("BLOODLIB_DATA", str(isolated / "local"))
@@ -74,7 +60,7 @@ def test_verify_detects_a_changed_byte(isolated, shared, monkeypatch):
     assert not result.ok and "covid_study_v2.xlsx: sha256" in result.problems[0]
     with pytest.raises(R.DataMismatchError, match="data set covid-osr .* does not match the registry"):
         R.verified_checksums("covid-osr")
-    monkeypatch.setenv("BLOODLIB_DATA", str(shared))
+    monkeypatch.setenv("BLOODLIB_DATA", str(data_root))
     assert R.verified_checksums("covid-osr") == R.verify("covid-osr").as_dict()["sha256"]
 
 

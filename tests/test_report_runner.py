@@ -15,8 +15,7 @@ from bloodlib import cli
 from bloodlib import params as P
 from bloodlib.report.links import broken_links
 from bloodlib.report.runner import run_reports
-
-ROOT = Path(__file__).resolve().parents[1]
+from tests.paths import ROOT
 
 
 @dataclasses.dataclass(frozen=True)
@@ -67,7 +66,7 @@ def make_project(root: Path, *, fail: bool = False) -> Path:
 
 @pytest.fixture
 def demo(tmp_path, monkeypatch):
-    monkeypatch.setitem(P.SCHEMAS, "90_demo", "test_report_runner:DemoParams")
+    monkeypatch.setitem(P.SCHEMAS, "90_demo", f"{__name__}:DemoParams")
     monkeypatch.setenv("BLOODLIB_ROOT", str(tmp_path))
     return make_project(tmp_path)
 
@@ -76,6 +75,7 @@ def all_broken(out: Path) -> list[str]:
     return [f"{page.name}: {problem}" for page in sorted(out.glob("*.html")) for problem in broken_links(page)]
 
 
+@pytest.mark.slow
 def test_success_writes_report_files_and_index(demo):
     (run,) = run_reports("quick", root=demo)
     assert run.status == "ok", run.error
@@ -94,6 +94,7 @@ def test_success_writes_report_files_and_index(demo):
     assert all_broken(out) == []
 
 
+@pytest.mark.slow
 def test_failing_notebook_keeps_previous_report(demo, capsys):
     assert run_reports("quick", root=demo)[0].status == "ok"
     out = demo / "reports" / "quick"
