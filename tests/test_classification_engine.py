@@ -7,12 +7,12 @@ import pandas as pd
 import pytest
 import torch
 from sklearn.metrics import precision_recall_fscore_support
-from training_helpers import classifier_task, colour_set
 
 from bloodlib.classification import metrics
 from bloodlib.classification.engine import evaluate
 from bloodlib.classification.models import build_model
 from bloodlib.training import TrainConfig, fit
+from tests.training_helpers import classifier_task, colour_set
 
 
 def test_fit_learns_and_reports_history():

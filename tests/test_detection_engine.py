@@ -6,12 +6,12 @@ import dataclasses
 
 import pytest
 import torch
-from training_helpers import synthetic_annotations, tiny_ssd
 
 from bloodlib.detection.engine import predict
 from bloodlib.detection.params import DetectionParams
 from bloodlib.detection.train import train_detector
 from bloodlib.params import load_params
+from tests.training_helpers import synthetic_annotations, tiny_ssd
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 

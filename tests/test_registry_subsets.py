@@ -14,13 +14,13 @@ import dataclasses
 from pathlib import Path
 
 import pytest
-from http_helpers import make_tar, serve_directory
-from notebook_helpers import require_data
 
 from bloodlib.data import registry as R
 from bloodlib.data.checks import list_files
 from bloodlib.data.download import sha256_file
 from bloodlib.detection.data import split_ids
+from tests.http_helpers import make_tar, serve_directory
+from tests.paths import require_data
 
 TXL_ARCHIVE_ROOT = f"TXL-PBC_Dataset-{R._TXL_SHA}/"
 PBC_ARCHIVE_ROOT = f"Blood-Cell-Classification-{R._PBC_MIRROR_SHA}/PBC_dataset_normal_DIB/"

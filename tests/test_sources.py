@@ -7,7 +7,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from notebook_helpers import require_data
 
 from bloodlib.classification.data import CLASSES as WBC_CLASSES
 from bloodlib.classification.sources import pbc_index, pbc_split
@@ -20,6 +19,7 @@ from bloodlib.detection.sources import (
     load_txl_pbc,
     parse_yolo,
 )
+from tests.paths import require_data
 
 
 @pytest.fixture(scope="module")

@@ -6,10 +6,10 @@ import math
 
 import pytest
 import torch
-from training_helpers import classifier_task, detection_task, tiny_classifier, tiny_ssd
 
 from bloodlib.modelcache import CorruptModelError, ModelRun
 from bloodlib.training import LRFactor, TrainConfig, fit, load_or_train
+from tests.training_helpers import classifier_task, detection_task, tiny_classifier, tiny_ssd
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
