@@ -210,24 +210,26 @@ def training_table(detectors: dict[str, Any]) -> pd.DataFrame:
 def headline(
     maps: pd.DataFrame, table: pd.DataFrame, counts: pd.DataFrame, wall_minutes: float, models: Sequence[str]
 ) -> dict[str, Any]:
-    """The numbers the targets and the index talk about.
-
-    The best model is the SSD with the highest validation mAP (``maps["val_mAP50"]``; the test
-    mAP only when ``maps`` has no validation column).
-    """
-    by = "val_mAP50" if "val_mAP50" in maps else "mAP50"
-    ssd = maps[maps["model"].isin(models)].sort_values(by, ascending=False)
-    best = ssd.iloc[0]["model"]
+    """The numbers the targets and the index talk about; the best model is :func:`best_model` among ``models``."""
+    best = best_model(maps, models)
     ap = table.set_index(["model", "class"])["AP50"]
     c = counts.set_index(["model", "class"])
     return {
         "best_model": best,
-        "best_mAP50": float(ssd.iloc[0]["mAP50"]),
+        "best_mAP50": float(maps.set_index("model").loc[best, "mAP50"]),
         "best_platelets_AP50": float(ap[(best, "Platelets")]),
         "best_wbc_exact": float(c.loc[(best, "WBC"), "exact"]),
         "best_rbc_mape": float(c.loc[(best, "RBC"), "mape"]),
         "wall_minutes": wall_minutes,
     }
+
+
+def best_model(maps: pd.DataFrame, models: Sequence[str] | None = None) -> str:
+    """The model of :func:`map_table` (among ``models``, default all) with the highest validation mAP
+    (``val_mAP50``; the test mAP only when ``maps`` has no validation column)."""
+    by = "val_mAP50" if "val_mAP50" in maps else "mAP50"
+    candidates = maps if models is None else maps[maps["model"].isin(models)]
+    return candidates.sort_values(by, ascending=False)["model"].iloc[0]
 
 
 def summary_note(split: str, profile: str) -> str:
@@ -339,11 +341,6 @@ def pr_curves_by_model(preds: Predictions, annotations: Sequence[Annotation]) ->
 def thresholds_table(thresholds: dict[str, dict[str, float]]) -> pd.DataFrame:
     """The counting thresholds of :func:`count_thresholds` as a table: one row per model, one column per class."""
     return pd.DataFrame(thresholds).T.rename_axis("model").reset_index()
-
-
-def best_model(maps: pd.DataFrame) -> str:
-    """The model of :func:`map_table` with the highest validation mAP (``val_mAP50``)."""
-    return maps.sort_values("val_mAP50", ascending=False)["model"].iloc[0]
 
 
 def image_indices(annotations: Sequence[Annotation], image_ids: Sequence[str]) -> list[int]:
