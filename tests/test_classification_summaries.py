@@ -12,7 +12,7 @@ import torch
 from bloodlib.classification import summaries
 from bloodlib.classification.canvases import CanvasSet
 from bloodlib.classification.data import CLASSES
-from bloodlib.classification.evaluation import evaluation_sets, paper_accuracy, selected_model
+from bloodlib.classification.evaluation import paper_accuracy, selected_model, table3_sets
 from bloodlib.classification.transforms import AugmentConfig
 from bloodlib.paper import paper_results
 
@@ -157,11 +157,11 @@ def test_selection_and_summary_read_the_paper_numbers():
     assert "**6.0 minutes**" in summaries.training_text(training, profile="cpu", num_threads=2, input_size=(64, 64))
 
 
-def test_report_metrics_and_evaluation_sets():
+def test_report_metrics_and_table3_sets():
     data = fake_data(4)
-    assert list(evaluation_sets(data.sets)) == ["TEST", "TEST_SIMPLE", "BCCD"]
+    assert list(table3_sets(data.sets)) == ["TEST", "TEST_SIMPLE", "BCCD"]
     with pytest.raises(ValueError, match="no set named nope"):
-        evaluation_sets(data.sets, ("nope",))
+        table3_sets(data.sets, ("nope",))
     frame = pd.DataFrame([{"x": 1.0}])
     metrics = summaries.report_metrics(
         "arch2", table=frame, training=frame, costs=frame, localizer=frame, sets=data.sets

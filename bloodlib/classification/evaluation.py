@@ -33,7 +33,7 @@ def paper_accuracy() -> dict[str, float]:
     return {name: float(paper[key]["accuracy"]) for name, key in PAPER_KEYS.items()}
 
 
-def evaluation_sets(sets: dict[str, CanvasSet], names: tuple[str, ...] = EVAL_SETS) -> dict[str, CanvasSet]:
+def table3_sets(sets: dict[str, CanvasSet], names: tuple[str, ...] = EVAL_SETS) -> dict[str, CanvasSet]:
     """The sets named ``names`` (the test sets Table 3 reports), in that order."""
     missing = [name for name in names if name not in sets]
     if missing:
