@@ -1,4 +1,5 @@
-"""Predictions of every model on every evaluation set, Table 3, and the paper's numbers beside it."""
+"""Predictions of every model on every evaluation set, Table 3, the paper's numbers beside it, and the
+model selected on validation."""
 
 from __future__ import annotations
 
@@ -10,6 +11,8 @@ from bloodlib.classification.canvases import CanvasSet
 from bloodlib.classification.data import CLASSES
 from bloodlib.classification.engine import predict_logits
 from bloodlib.classification.metrics import METRICS, confusion, metrics_table
+from bloodlib.classification.train import EVAL_SETS
+from bloodlib.paper import paper_results
 
 #: our model name -> key in the ``task2_wbc_subtypes`` section of ``paper_results.yaml``.
 PAPER_KEYS = {
@@ -22,6 +25,20 @@ PAPER_KEYS = {
     "inception_v3": "inception",
     "xception": "xception",
 }
+
+
+def paper_accuracy() -> dict[str, float]:
+    """Our model name -> the paper's Table 3 accuracy (``paper_results.yaml``)."""
+    paper = paper_results("task2_wbc_subtypes")
+    return {name: float(paper[key]["accuracy"]) for name, key in PAPER_KEYS.items()}
+
+
+def table3_sets(sets: dict[str, CanvasSet], names: tuple[str, ...] = EVAL_SETS) -> dict[str, CanvasSet]:
+    """The sets named ``names`` (the test sets Table 3 reports), in that order."""
+    missing = [name for name in names if name not in sets]
+    if missing:
+        raise ValueError(f"no set named {', '.join(missing)}; sets: {', '.join(sets)}")
+    return {name: sets[name] for name in names}
 
 
 def predictions(
@@ -97,3 +114,8 @@ def select_best(trained_histories: dict[str, pd.DataFrame], best_epochs: dict[st
         for name, history in trained_histories.items()
     }
     return max(scores, key=scores.get)
+
+
+def selected_model(trained: dict) -> str:
+    """:func:`select_best` of trained models (``bloodlib.classification.train.TrainedModel``)."""
+    return select_best({n: t.history for n, t in trained.items()}, {n: t.best_epoch for n, t in trained.items()})

@@ -1,13 +1,24 @@
-"""Tables that describe the data of the WBC-subtype report: sizes, leakage checks, the localizer."""
+"""What the WBC-subtype report shows beside Table 3: the data's sizes, leakage and localizer checks,
+the images its figures draw, the training summary, and its summary rows and ``metrics.json``.
+
+The report's notebook calls these; nothing here trains or selects a model.
+"""
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 import pandas as pd
+import torch
 
 from bloodlib.classification.canvases import CanvasSet
 from bloodlib.classification.crops import locate_wbc, read_rgb, white_balance
 from bloodlib.classification.data import CLASSES
+from bloodlib.classification.evaluation import paper_accuracy
+from bloodlib.classification.models import CUSTOM_MODELS
+from bloodlib.classification.train import EVAL_SETS
+from bloodlib.classification.transforms import AugmentConfig, eval_transform, train_transform
 
 
 def set_overview(sets: dict[str, CanvasSet]) -> pd.DataFrame:
@@ -102,3 +113,225 @@ def training_summary(trained: dict) -> pd.DataFrame:
             }
         )
     return pd.DataFrame(rows)
+
+
+def require_no_leakage(leaks: pd.DataFrame) -> None:
+    """Check a :func:`leakage_check` table: *train* and *val* share no group, *val* shares none with
+    any other set (selection never sees a test cell), and the BCCD crops share none with training.
+
+    Raises:
+        ValueError: naming the pair of sets that share source groups.
+    """
+    rules = (
+        ("train shares groups with val", (leaks["training set"] == "train") & (leaks["other set"] == "val")),
+        ("val shares groups with another set", leaks["training set"] == "val"),
+        ("the BCCD crops share groups with training", leaks["other set"] == "BCCD"),
+    )
+    for text, rows in rules:
+        shared = leaks.loc[rows & (leaks["shared groups"] > 0)]
+        if len(shared):
+            pairs = ", ".join(f"{a}/{b}" for a, b in zip(shared["training set"], shared["other set"]))
+            raise ValueError(f"leakage: {text} ({pairs})")
+
+
+def skipped_table(skipped: dict[str, int]) -> pd.DataFrame:
+    """The BCCD boxes left out, one column per reason (one row)."""
+    return pd.DataFrame([skipped])
+
+
+def training_source_boxes(data: Any) -> pd.DataFrame:
+    """BCCD's WBC boxes (``data.bccd_all``) on images whose source group is in TRAIN (``data.split``):
+    the boxes the colour localizer is checked against (``data``: :class:`~.train.WbcData`)."""
+    return data.bccd_all[data.bccd_all["group"].isin(set(data.split["group"]))]
+
+
+def localizer_summary(check: pd.DataFrame) -> pd.DataFrame:
+    """One row summarising a :func:`localizer_check`: share found, centre error, side ratio."""
+    side_ratio = check["side_ratio"]
+    return pd.DataFrame(
+        [
+            {
+                "images": len(check),
+                "found": check["found"].mean(),
+                "median centre error / side": check["centre_error"].median(),
+                "share with centre error > 0.5 side": (check["centre_error"] > 0.5).mean(),
+                "median side ratio (nucleus_to_cell)": side_ratio.median(),
+                "10-90% side ratio": f"{side_ratio.quantile(0.1):.2f}-{side_ratio.quantile(0.9):.2f}",
+            }
+        ]
+    )
+
+
+def box_examples(
+    data: Any, *, seed: int, white_percentile: float, nucleus_to_cell: float, located: int = 3, annotated: int = 2
+) -> tuple[list[np.ndarray], list[tuple], list[str]]:
+    """``(images, boxes, titles)``: ``located`` seeded training images of dataset2 (white-balanced)
+    with the colour localizer's box, then ``annotated`` BCCD images with their annotated box."""
+    images, boxes, titles = [], [], []
+    for row in data.sets["train"].frame.sample(located, random_state=seed).itertuples():
+        image = white_balance(read_rgb(row.path), white_percentile)
+        images.append(image)
+        boxes.append(locate_wbc(image, nucleus_to_cell=nucleus_to_cell))
+        titles.append(f"dataset2 TRAIN, {row.label.lower()}: located")
+    for row in data.sets["BCCD"].frame.sample(annotated, random_state=seed).itertuples():
+        images.append(read_rgb(row.path))
+        boxes.append((row.x0, row.y0, row.x1, row.y1))
+        titles.append(f"BCCD {row.image}, {row.label.lower()}: annotated")
+    return images, boxes, titles
+
+
+def input_examples(
+    data: Any, *, seed: int, per_set: int = 6, sets: tuple[str, ...] = ("train", *EVAL_SETS)
+) -> tuple[list[torch.Tensor], list[str]]:
+    """``(inputs, titles)``: ``per_set`` seeded classifier inputs (``(3, H, W)``) of each of ``sets``."""
+    to_input = eval_transform(data.policy.input_size)
+    inputs, titles = [], []
+    for name in sets:
+        frame = data.sets[name].frame
+        chosen = frame.sample(min(per_set, len(data.sets[name])), random_state=seed).index
+        inputs += [to_input(data.sets[name].canvases[i]) for i in chosen]
+        titles += [f"{name}: {frame.loc[i, 'label'].lower()}" for i in chosen]
+    return inputs, titles
+
+
+def augmentation_examples(
+    data: Any, augment: AugmentConfig, *, seed: int, views: int = 8, label: str = "EOSINOPHIL"
+) -> tuple[list[torch.Tensor], list[str]]:
+    """``(inputs, titles)``: one seeded training canvas of ``label`` as the classifier sees it, then
+    ``views`` on-the-fly augmentations of it (seeds torch's generator with ``seed``)."""
+    augmented = train_transform(data.policy.input_size, augment)
+    torch.manual_seed(seed)
+    frame = data.sets["train"].frame
+    canvas = data.sets["train"].canvases[int(frame.query("label == @label").sample(1, random_state=seed).index[0])]
+    inputs = [eval_transform(data.policy.input_size)(canvas)] + [augmented(canvas) for _ in range(views)]
+    return inputs, ["input"] + [f"augmented {i}" for i in range(1, views + 1)]
+
+
+def custom_layer_tables(models: tuple[str, ...], input_size: tuple[int, int]) -> dict[str, pd.DataFrame]:
+    """Layer by layer (:func:`~.complexity.layer_summary`) each custom architecture among ``models``."""
+    from bloodlib.classification.complexity import layer_summary
+    from bloodlib.classification.models import build_model
+
+    return {name: layer_summary(build_model(name), tuple(input_size)) for name in CUSTOM_MODELS if name in models}
+
+
+def training_text(summary: pd.DataFrame, *, profile: str, num_threads: int, input_size: tuple[int, int]) -> str:
+    """One Markdown line: the training minutes of all models of a :func:`training_summary`."""
+    return (
+        f"All {len(summary)} models: **{summary['train minutes'].sum():.1f} minutes** of training ({profile} profile, "
+        f"{num_threads} threads, input {input_size[0]}x{input_size[1]})."
+    )
+
+
+def learning_curve_groups(trained: dict) -> dict[str, tuple[str, dict[str, pd.DataFrame]]]:
+    """Figure name -> ``(title, {model: history})`` for the paper's Figures 6 (standard backbones)
+    and 7 (custom nets); a figure without a trained model is left out."""
+    groups = {
+        "fig6_learning_curves_standard": (
+            "Figure 6: standard backbones",
+            {n: t.history for n, t in trained.items() if n not in CUSTOM_MODELS},
+        ),
+        "fig7_learning_curves_custom": (
+            "Figure 7: custom architectures",
+            {n: t.history for n, t in trained.items() if n in CUSTOM_MODELS},
+        ),
+    }
+    return {figure: (title, histories) for figure, (title, histories) in groups.items() if histories}
+
+
+#: figure name -> the model whose layer-1 feature maps it shows (the paper's Figures 8 and 9).
+FEATURE_MAP_FIGURES = {"fig8_feature_maps_densenet121": "densenet121", "fig9_feature_maps_arch2": "arch2"}
+
+
+def feature_map_inputs(data: Any, *, n: int, seed: int) -> tuple[torch.Tensor, list[str]]:
+    """``n`` seeded TEST inputs ``(n, 3, H, W)`` and their labels (seeds torch's generator with ``seed``)."""
+    test = data.sets["TEST"]
+    torch.manual_seed(seed)
+    picks = torch.randperm(len(test))[:n]
+    inputs = eval_transform(data.policy.input_size)(test.canvases[picks])
+    return inputs, [test.frame.loc[int(i), "label"].lower() for i in picks]
+
+
+def feature_maps(trained: dict, inputs: torch.Tensor) -> dict[str, tuple[str, torch.Tensor]]:
+    """Figure name -> ``(model, layer-1 feature maps of inputs)`` for each model of
+    :data:`FEATURE_MAP_FIGURES` that was trained."""
+    from bloodlib.classification.features import layer1_feature_maps
+
+    return {
+        figure: (name, layer1_feature_maps(trained[name].model, name, inputs))
+        for figure, name in FEATURE_MAP_FIGURES.items()
+        if name in trained
+    }
+
+
+def selection_text(table: pd.DataFrame, best: str) -> str:
+    """One Markdown line: the model selected on validation, its accuracy on the three test sets
+    beside the paper's best Table 3 accuracy (``table``: :func:`~.evaluation.table3`)."""
+    row = table.set_index(["model", "set"])
+    test = row.loc[(best, "TEST")]
+    return (
+        f"Selected on validation balanced accuracy: **{best}**. Its accuracy on TEST is "
+        f"**{test['accuracy']:.3f}** [{test['accuracy_lo']:.3f}, {test['accuracy_hi']:.3f}], "
+        f"on TEST_SIMPLE {row.loc[(best, 'TEST_SIMPLE'), 'accuracy']:.3f}, on BCCD crops "
+        f"{row.loc[(best, 'BCCD'), 'accuracy']:.3f} (paper's best: {max(paper_accuracy().values()):.2f})."
+    )
+
+
+def summary_rows(
+    table: pd.DataFrame,
+    training: pd.DataFrame,
+    best: str,
+    *,
+    profile: str,
+    pretrained: bool,
+    num_threads: int,
+) -> list[dict[str, Any]]:
+    """Headline rows for the report index: the accuracy of the selected model, arch2 and DenseNet121
+    on the three test sets (the paper's Table 3 value beside TEST), and the training minutes.
+
+    ``table``: :func:`~.evaluation.table3`; ``training``: :func:`training_summary`.
+    """
+    row = table.set_index(["model", "set"])
+    paper = paper_accuracy()
+    init = "ImageNet init" if pretrained else "from scratch"
+    rows = []
+    for name in [best] + [m for m in ("arch2", "densenet121") if m in set(training["model"]) and m != best]:
+        for set_name in EVAL_SETS:
+            rows.append(
+                {
+                    "metric": f"{name} accuracy ({set_name})" + (" [selected on validation]" if name == best else ""),
+                    "paper": paper[name] if set_name == "TEST" else None,
+                    "ours": float(row.loc[(name, set_name), "accuracy"]),
+                    "note": f"{profile}; {init}; {int(row.loc[(name, set_name), 'groups'])} source groups; "
+                    "paper: random split of augmented copies",
+                }
+            )
+    rows.append(
+        {
+            "metric": "training minutes, all models",
+            "paper": None,
+            "ours": float(training["train minutes"].sum()),
+            "note": f"{profile}; {num_threads} threads",
+        }
+    )
+    return rows
+
+
+def report_metrics(
+    best: str,
+    *,
+    table: pd.DataFrame,
+    training: pd.DataFrame,
+    costs: pd.DataFrame,
+    localizer: pd.DataFrame,
+    sets: dict[str, CanvasSet],
+) -> dict[str, Any]:
+    """The ``metrics`` of the notebook's ``metrics.json``: the selected model and every table as records."""
+    return {
+        "selected_model": best,
+        "table3": table.to_dict(orient="records"),
+        "training": training.to_dict(orient="records"),
+        "costs": costs.to_dict(orient="records"),
+        "localizer": localizer.to_dict(orient="records")[0],
+        "sets": set_overview(sets).to_dict(orient="records"),
+    }

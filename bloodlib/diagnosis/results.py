@@ -1,7 +1,11 @@
 """Running everything from parameters, comparing with the paper, and exporting metrics.
 
+- :func:`load_cohorts`, :func:`cohort_overview`, :func:`missing_values`: the data and its tables.
 - :func:`run_covid_diagnosis`: faithful protocol + honest protocol on every cohort.
-- :func:`compare_with_paper`: the paper's Table 4 (``bloodlib.paper.paper_results``) side by side.
+- :func:`faithful_text`, :func:`table4_display`: the faithful protocol's sizes and Table 4.
+- :func:`compare_with_paper`, :func:`paper_vs_ours`: the paper's Table 4
+  (``bloodlib.paper.paper_results``) side by side.
+- :func:`honest_table`, :func:`honest_text`, :func:`best_oof`: the honest protocol per cohort.
 - :func:`metrics_dict`: JSON-serialisable nested dict for ``metrics.json``.
 - :func:`summary_rows`: headline rows ``{"metric", "paper", "ours", "note"}`` for the report index.
 
@@ -12,11 +16,14 @@ passed in, ours from the results.
 from __future__ import annotations
 
 import math
+import warnings
 from dataclasses import dataclass
 from typing import Any
 
+import numpy as np
 import pandas as pd
 
+from bloodlib.diagnosis.data import feature_columns, load_einstein, load_osr
 from bloodlib.diagnosis.faithful import CLASS_NAMES, FaithfulResult, run_faithful
 from bloodlib.diagnosis.honest import METRICS, HonestResult, run_honest_cohorts
 from bloodlib.diagnosis.models import DISPLAY_NAMES
@@ -34,6 +41,42 @@ PAPER_KEYS: dict[str, str] = {
     "mlp": "mlp_20_40_20",
     "adaboost": "adaboost",
 }
+
+
+def load_cohorts(params: CovidDiagnosisParams) -> tuple[dict[str, pd.DataFrame], list[str]]:
+    """``({"OSR": osr[, "Einstein": einstein]}, warnings)``: the cohorts from the local data (Einstein
+    only when ``params.run_einstein``) and the messages of the warnings OSR's loader gave (e.g. the
+    text cell that becomes missing), for the notebook to print."""
+    from bloodlib.data import locate
+
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        cohorts = {"OSR": load_osr(locate("covid-osr") / "covid_study_v2.xlsx")}
+    if params.run_einstein:
+        path = locate("covid-einstein") / "dataset.xlsx"
+        cohorts["Einstein"] = load_einstein(path, complete_cbc=params.einstein_complete_cbc)
+    return cohorts, [str(warning.message) for warning in caught]
+
+
+def cohort_overview(cohorts: dict[str, pd.DataFrame]) -> pd.DataFrame:
+    """One row per cohort: patients, positives, negatives and duplicated records."""
+    return pd.DataFrame(
+        {
+            name: {
+                "patients": len(df),
+                "positive": int(df["covid"].sum()),
+                "negative": int((df["covid"] == 0).sum()),
+                "duplicate records": int(len(df) - df["duplicate_group"].nunique()),
+            }
+            for name, df in cohorts.items()
+        }
+    ).T
+
+
+def missing_values(cohort: pd.DataFrame) -> pd.DataFrame:
+    """Missing values per feature of the ``extended`` set, and whether the feature is in ``table1``."""
+    extended, table1 = feature_columns("extended"), feature_columns("table1")
+    return pd.DataFrame({"missing values": cohort[extended].isna().sum(), "in table1": [c in table1 for c in extended]})
 
 
 @dataclass
@@ -63,6 +106,28 @@ def run_covid_diagnosis(
     return CovidDiagnosisResults(faithful=faithful, honest=honest)
 
 
+def faithful_text(faithful: FaithfulResult, paper: dict[str, Any]) -> str:
+    """One line: the faithful protocol's complete cases beside the paper's usable samples, and the split.
+
+    ``paper`` is ``bloodlib.paper.paper_results("task3_covid")``.
+    """
+    return (
+        f"faithful protocol: {faithful.n_complete} complete cases of {faithful.n_rows}{_paper_samples(paper)}; "
+        f"train {faithful.n_train} {faithful.train_counts}, test {faithful.n_test} {faithful.test_counts}"
+    )
+
+
+def _paper_samples(paper: dict[str, Any]) -> str:
+    """`` (paper: 201)``: the paper's usable samples, or nothing where ``paper`` does not give them."""
+    n = paper.get("usable_samples")
+    return "" if n is None else f" (paper: {n})"
+
+
+def table4_display(faithful: FaithfulResult) -> pd.DataFrame:
+    """The faithful Table 4 indexed by classifier (display name) and class, as the paper lays it out."""
+    return faithful.table4.drop(columns=["classifier"]).set_index(["display_name", "class"])
+
+
 def compare_with_paper(faithful: FaithfulResult, paper: dict[str, Any]) -> pd.DataFrame:
     """Table 4 side by side: one row per classifier, class and metric, ``paper`` vs ``ours``.
 
@@ -81,6 +146,38 @@ def compare_with_paper(faithful: FaithfulResult, paper: dict[str, Any]) -> pd.Da
     out = pd.DataFrame(rows)
     out["difference"] = out["ours"] - out["paper"]
     return out
+
+
+def paper_vs_ours(comparison: pd.DataFrame) -> pd.DataFrame:
+    """The overall rows (accuracy, false negatives %) of :func:`compare_with_paper`, one row per
+    classifier, the paper's and our value of each metric side by side."""
+    overall = comparison[comparison["class"] == "all"]
+    return overall.pivot(index="display_name", columns="metric", values=["paper", "ours"])
+
+
+def honest_table(result: HonestResult) -> pd.DataFrame:
+    """Mean and CI of AUC, accuracy, sensitivity and specificity per classifier (display names)."""
+    summary = result.summary.set_index("classifier").rename(index=DISPLAY_NAMES)
+    metrics = ("auc", "accuracy", "sensitivity", "specificity")
+    return summary[[f"{m}_{s}" for m in metrics for s in ("mean", "ci_low", "ci_high")]]
+
+
+def honest_text(cohort: str, result: HonestResult) -> str:
+    """One Markdown line: the cohort's size and the nested CV's folds and grid."""
+    st = result.settings
+    return (
+        f"**{cohort}** — n={result.n} ({result.n_positive} positive), "
+        f"{st['outer_repeats']}×{st['outer_folds']} outer folds, "
+        f"{st['inner_folds']} inner folds, grid `{st['grid_size']}`"
+    )
+
+
+def best_oof(result: HonestResult, metric: str = "auc") -> tuple[str, np.ndarray, np.ndarray]:
+    """``(classifier, y_true, P(positive))``: the pooled out-of-fold predictions of the classifier
+    with the best mean ``metric`` (what the calibration figure draws)."""
+    best = result.best_classifier(metric)
+    oof = result.oof_for(best)
+    return best, oof["y_true"].to_numpy(), oof["proba"].to_numpy()
 
 
 def _cmp_row(name: str, cls: str, metric: str, paper: Any, ours: Any) -> dict[str, Any]:
@@ -166,8 +263,8 @@ def summary_rows(
     if faithful is not None:
         s = faithful.summary.set_index("classifier")
         note = (
-            f"faithful 75/25 split, complete cases n={faithful.n_complete} (paper: 201), n_test={faithful.n_test}; "
-            "grid search on the training part (the paper tuned on the test set)"
+            f"faithful 75/25 split, complete cases n={faithful.n_complete}{_paper_samples(paper)}, "
+            f"n_test={faithful.n_test}; grid search on the training part (the paper tuned on the test set)"
         )
         for name in ("gaussian_process", "knn"):
             if name in s.index:

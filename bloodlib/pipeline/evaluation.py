@@ -10,11 +10,15 @@
   BCCD images (dataset2 TRAIN), so rows are marked ``seen_in_training`` by source group and the
   unseen ones are reported separately;
 - :func:`differential_table` puts each pseudo-sample's detected differential beside the labelled one;
-- :func:`precision_check` compares the detector in float32 and bfloat16 (mAP, count errors).
+- :func:`precision_check` compares the detector in float32 and bfloat16 (mAP, count errors);
+- :func:`summary_rows` / :func:`report_metrics`: the notebook's rows for the report index and its
+  ``metrics.json``; the smaller helpers (:func:`models_table`, :func:`analyse_images`, ...) build
+  the notebook's other tables and sentences.
 """
 
 from __future__ import annotations
 
+import time
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -27,11 +31,18 @@ from torchvision.ops import box_iou
 from bloodlib.detection.data import CLASSES, Annotation
 from bloodlib.detection.metrics import count_errors
 from bloodlib.pipeline.features import SUBTYPES
-from bloodlib.pipeline.infer import WBC_LABEL, FieldResult
+from bloodlib.pipeline.infer import WBC_LABEL, Classifier, Detector, FieldResult
 from bloodlib.pipeline.io import Field
 from bloodlib.pipeline.params import PipelineParams
 
 MISSED = "missed"
+#: The ``covid_auc`` keys of ``metrics.json`` -> the feature sets of
+#: :func:`bloodlib.pipeline.covid.nested_cv` (its ``features`` column in :func:`~bloodlib.pipeline.covid.cv_table`).
+COVID_FEATURE_SETS = {
+    "scale_free": "scale-free",
+    "scale_free_age_sex": "scale-free + age, sex",
+    "task3_table1": "Task 3 table1 (10^9/L, age, sex)",
+}
 
 
 def bccd_parts(p: PipelineParams) -> dict[str, list[Annotation]]:
@@ -252,18 +263,239 @@ def precision_check(
     return pd.DataFrame(rows)
 
 
+def models_table(models: Any, detector: Detector) -> pd.DataFrame:
+    """The detector and the WBC classifier (``models``: :class:`~bloodlib.pipeline.models.PipelineModels`):
+    name, training profile, cache key, and the precision each runs in."""
+    rows = []
+    for role, key, runs_in in (
+        ("detector", "detector", detector.precision),
+        ("WBC classifier", "classifier", "float32"),
+    ):
+        info = models.info[key]
+        rows.append(
+            {
+                "role": role,
+                "model": info["name"],
+                "profile": info["profile"],
+                "cache key": info["key"],
+                "runs in": runs_in,
+            }
+        )
+    return pd.DataFrame(rows)
+
+
+def thresholds_table(thresholds: dict[str, float]) -> pd.DataFrame:
+    """The counting score threshold of each class, one row."""
+    return pd.DataFrame([thresholds])
+
+
+def pseudo_sample_table(samples: dict[str, list[Annotation]]) -> pd.DataFrame:
+    """Per pseudo-sample: its images and their ids (last five digits)."""
+    return pd.DataFrame(
+        [
+            {"sample": name, "images": len(items), "image ids": ", ".join(a.image_id[-5:] for a in items)}
+            for name, items in samples.items()
+        ]
+    )
+
+
+def analyse_images(
+    annotations: Sequence[Annotation],
+    detector: Detector,
+    classifier: Classifier,
+    thresholds: dict[str, float],
+    p: PipelineParams,
+    *,
+    progress: bool = False,
+) -> tuple[dict[str, FieldResult], float]:
+    """Every image of ``annotations`` through the pipeline's batched inference
+    (:func:`~bloodlib.pipeline.infer.run_fields_of`): the results by image id and the wall time in seconds.
+
+    Raises:
+        RuntimeError: an image could not be analysed (its id and the error named).
+    """
+    from bloodlib.pipeline.infer import run_fields_of
+
+    started = time.perf_counter()
+    stream = run_fields_of(p, [a.image_path for a in annotations], detector, classifier, thresholds, progress=progress)
+    results = {a.image_id: r for a, r in zip(annotations, stream)}
+    seconds = time.perf_counter() - started
+    failed = {image_id: r.error for image_id, r in results.items() if not r.ok}
+    if failed:
+        raise RuntimeError(f"images not analysed: {failed}")
+    return results, seconds
+
+
+def throughput_text(images: int, seconds: float) -> str:
+    """One line: images analysed per second."""
+    return (
+        f"{images} images in {seconds:.1f} s: {images / seconds:.1f} images/s (decode, detection, WBC classification; "
+        "the bench in bench/pipeline_speed.py measures it against torchvision's ssd300_vgg16)"
+    )
+
+
+def annotated_examples(
+    annotations: Sequence[Annotation], results: dict[str, FieldResult], n: int
+) -> tuple[list[Any], list[str]]:
+    """The first ``n`` images drawn as ``bloodlib analyze`` draws them, and their ids."""
+    from bloodlib.pipeline.annotate import annotate
+
+    shown = [a.image_id for a in annotations[:n]]
+    return [annotate(results[i], title=i) for i in shown], shown
+
+
+def unseen(rows: pd.DataFrame) -> pd.DataFrame:
+    """The rows of :func:`chain_rows` whose source was never seen in training."""
+    return rows[~rows["seen_in_training"]]
+
+
+def chain_accuracy_table(rows: pd.DataFrame) -> pd.DataFrame:
+    """:func:`chain_accuracy` of all labelled WBCs and of those whose source was never seen in training."""
+    return pd.DataFrame(
+        [
+            {"WBCs": "all labelled", **chain_accuracy(rows)},
+            {"WBCs": "source never seen in training", **chain_accuracy(unseen(rows))},
+        ]
+    )
+
+
+def covid_aucs(cv: pd.DataFrame, classifier: str) -> dict[str, float]:
+    """``classifier``'s mean nested-CV AUC on each feature set (keys: :data:`COVID_FEATURE_SETS`);
+    ``cv``: :func:`~bloodlib.pipeline.covid.cv_table`."""
+    auc = cv.set_index(["features", "classifier"])["auc_mean"]
+    return {key: float(auc[(features, classifier)]) for key, features in COVID_FEATURE_SETS.items()}
+
+
+def covid_model_text(aucs: dict[str, float], classifier: str, covid_model: Any) -> str:
+    """One Markdown paragraph: the pipeline's COVID-19 model, its AUCs (:func:`covid_aucs`) and how it was refitted."""
+    return (
+        f"The pipeline's model is **{classifier}**: nested-CV AUC **{aucs['scale_free']:.3f}** on the scale-free "
+        f"features, {aucs['scale_free_age_sex']:.3f} with age and sex, against {aucs['task3_table1']:.3f} for the "
+        f"same classifier on Task 3's table1 features. Refitted on all {covid_model.n} OSR patients "
+        f"({covid_model.n_positive} positive), tuned: {covid_model.params['base']} "
+        f"(with age and sex: {covid_model.params['with_age_sex']})."
+    )
+
+
+def summary_rows(
+    *,
+    images: int,
+    samples: int,
+    seconds: float,
+    counts: pd.DataFrame,
+    accuracy: pd.DataFrame,
+    aucs: dict[str, float],
+    p: PipelineParams,
+    profile: str,
+    detector_precision: str,
+) -> list[dict[str, Any]]:
+    """Rows for the report index (the paper has none of these numbers): throughput, count MAPE per
+    class, the chain's accuracy on all and on unseen WBCs, and the COVID-19 model's nested-CV AUC.
+
+    ``counts``: :func:`count_table`; ``accuracy``: :func:`chain_accuracy_table`; ``aucs``: :func:`covid_aucs`.
+    """
+    image_mape = counts[counts["level"] == "image"].set_index("class")["mape"]
+    sample_mape = counts[counts["level"] == "pseudo-sample"].set_index("class")["mape"]
+    note = (
+        f"BCCD official test split ({images} images, {samples} pseudo-samples of {p.pseudo_sample_size}); "
+        f"profile {profile}"
+    )
+    return [
+        {
+            "metric": "pipeline throughput, images/s (decode + detection + WBC classification)",
+            "paper": None,
+            "ours": images / seconds,
+            "note": f"{note}; {p.num_threads} threads, detector in {detector_precision}",
+        },
+        *[
+            {
+                "metric": f"{c} count MAPE % per image / per pseudo-sample",
+                "paper": None,
+                "ours": float(image_mape[c]),
+                "note": f"{note}; per pseudo-sample {sample_mape[c]:.1f}%",
+            }
+            for c in image_mape.index
+        ],
+        {
+            "metric": "chain accuracy (detected and right subtype), all labelled WBCs",
+            "paper": None,
+            "ours": float(accuracy.loc[0, "accuracy"]),
+            "note": f"{note}; {int(accuracy.loc[0, 'n'])} WBCs, most from sources the classifier trained on",
+        },
+        {
+            "metric": "chain accuracy, WBCs from sources never seen in training",
+            "paper": None,
+            "ours": float(accuracy.loc[1, "accuracy"]),
+            "note": f"{note}; {int(accuracy.loc[1, 'n'])} WBCs",
+        },
+        {
+            "metric": f"COVID-19 nested-CV AUC, scale-free features ({p.covid_classifier})",
+            "paper": None,
+            "ours": aucs["scale_free"],
+            "note": f"OSR; Task 3 table1 features, same splits: {aucs['task3_table1']:.3f}; "
+            f"with age and sex: {aucs['scale_free_age_sex']:.3f}",
+        },
+    ]
+
+
+def report_metrics(
+    *,
+    profile: str,
+    images: int,
+    seconds: float,
+    models: Any,
+    counts: pd.DataFrame,
+    accuracy: pd.DataFrame,
+    confusion_all: pd.DataFrame,
+    spurious: int,
+    cv: pd.DataFrame,
+    aucs: dict[str, float],
+    predictions: pd.DataFrame,
+    precision: pd.DataFrame,
+) -> dict[str, Any]:
+    """The ``metrics`` of the notebook's ``metrics.json``: sizes, throughput, the models, every table."""
+    return {
+        "profile": profile,
+        "images": images,
+        "images_per_second": images / seconds,
+        "models": models.info,
+        "count_thresholds": models.thresholds,
+        "counts": counts.to_dict("records"),
+        "chain_accuracy": accuracy.to_dict("records"),
+        "chain_confusion_all": confusion_all.to_dict(),
+        "spurious_wbc_detections": spurious,
+        "covid_nested_cv": cv.to_dict("records"),
+        "covid_auc": aucs,
+        "pseudo_samples": predictions.to_dict("records"),
+        "precision_check": precision.to_dict("records"),
+    }
+
+
 __all__ = [
+    "COVID_FEATURE_SETS",
     "MISSED",
+    "analyse_images",
+    "annotated_examples",
     "as_fields",
     "bccd_parts",
     "chain_accuracy",
+    "chain_accuracy_table",
     "chain_confusion",
     "chain_rows",
     "count_frames",
     "count_table",
+    "covid_aucs",
+    "covid_model_text",
     "differential_table",
+    "models_table",
     "precision_check",
+    "pseudo_sample_table",
     "pseudo_samples",
+    "report_metrics",
     "sample_predictions",
+    "summary_rows",
+    "thresholds_table",
+    "throughput_text",
+    "unseen",
     "wbc_truth",
 ]

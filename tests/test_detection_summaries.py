@@ -1,0 +1,116 @@
+"""The notebook-facing helpers of bloodlib.detection.evaluation on hand-made predictions (no data, no training)."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from types import SimpleNamespace
+
+import numpy as np
+import pandas as pd
+import torch
+
+from bloodlib.detection import evaluation
+from bloodlib.detection.data import Annotation
+from bloodlib.paper import paper_results
+
+
+def ann(boxes, labels, image_id) -> Annotation:
+    return Annotation(
+        image_id,
+        Path(f"{image_id}.jpg"),
+        640,
+        480,
+        np.asarray(boxes, np.float32).reshape(-1, 4),
+        np.asarray(labels, np.int64),
+    )
+
+
+def pred(boxes, labels, scores=None) -> dict:
+    boxes = torch.tensor(boxes, dtype=torch.float32).reshape(-1, 4)
+    scores = torch.ones(len(boxes)) if scores is None else torch.tensor(scores, dtype=torch.float32)
+    return {"boxes": boxes, "labels": torch.tensor(labels, dtype=torch.int64), "scores": scores}
+
+
+WBC = [[100, 100, 160, 170]]
+IMAGES = [ann(WBC, [2], "a"), ann([], [], "b"), ann(WBC, [2], "c")]
+
+
+def test_hsv_found_text_quotes_the_paper_from_the_transcription():
+    text = evaluation.hsv_found_text({"tp": 3, "ground_truth": 4, "recall": 0.75, "detections": 5})
+    paper = paper_results("task1_detection")["hsv_segmentation_wbc_accuracy"]
+    assert text.startswith("HSV baseline: 3 of 4 test WBCs found")
+    assert f"accuracy 0.75; paper: about {paper:.2f}" in text and text.endswith("5 boxes drawn")
+
+
+def test_hsv_failures_keep_misses_and_spurious_boxes_only():
+    preds = [pred([], []), pred([[400, 300, 450, 350]], [2]), pred(WBC, [2])]
+    failed = evaluation.hsv_failures(preds, IMAGES, threshold=0.5)
+    assert failed["image_id"].tolist() == ["a", "b"]  # a: WBC missed; b: a box on no WBC; c: right
+    assert evaluation.image_indices(IMAGES, failed["image_id"][:1]) == [0]
+
+
+def test_select_images_and_worst_counts_index_the_annotations():
+    preds = {"m": [pred([], []), pred([], []), pred(WBC * 3, [2, 2, 2])]}
+    images, selected = evaluation.select_images(IMAGES, preds, [2, 0])
+    assert [a.image_id for a in images] == ["c", "a"] and len(selected["m"]) == 2
+    assert selected["m"][0]["boxes"].shape == (3, 4)
+    frames = evaluation.count_frames(preds, IMAGES, {"m": {"RBC": 0.5, "WBC": 0.5, "Platelets": 0.5}})
+    assert evaluation.worst_count_images(frames["m"], IMAGES, "WBC", 2) == [2, 0]  # errors 2 and 1
+
+
+def test_thresholds_table_and_best_model():
+    table = evaluation.thresholds_table({"A": {"RBC": 0.3, "WBC": 0.5}, "B": {"RBC": 0.4, "WBC": 0.6}})
+    assert table.columns.tolist() == ["model", "RBC", "WBC"] and table["model"].tolist() == ["A", "B"]
+    maps = pd.DataFrame(
+        [{"model": "A", "mAP50": 0.9, "val_mAP50": 0.6}, {"model": "B", "mAP50": 0.5, "val_mAP50": 0.7}]
+    )
+    assert evaluation.best_model(maps) == "B"  # validation decides, never test
+
+
+def test_summary_rows_read_the_paper_numbers():
+    maps = pd.DataFrame([{"model": "VGG16-SSD300", "mAP50": 0.5, "ci_low": 0.4, "ci_high": 0.6, "paper_mAP": 0.84}])
+    table = pd.DataFrame([{"model": "VGG16-SSD300", "class": "WBC", "precision": 0.9}])
+    values = {"best_model": "VGG16-SSD300", "best_platelets_AP50": 0.1, "best_wbc_exact": 0.2, "best_rbc_mape": 30.0}
+    note = evaluation.summary_note("official", "quick")
+    rows = {r["metric"]: r for r in evaluation.summary_rows(values, maps, table, 0.3, note, 0.5)}
+    paper = paper_results("task1_detection")
+    assert rows["VGG16-SSD300 WBC precision"]["paper"] == paper["vgg16_ssd300"]["precision"]["WBC"]
+    assert rows["HSV baseline WBC accuracy (share found, IoU 0.5)"]["paper"] == paper["hsv_segmentation_wbc_accuracy"]
+    assert rows["VGG16-SSD300 mAP@0.5"]["note"] == "BCCD official split, test images; profile quick; 95% CI 0.400-0.600"
+
+
+def test_wall_minutes_add_the_training_time_of_cached_detectors():
+    detectors = {
+        "a": SimpleNamespace(train_seconds=600.0, from_cache=True),
+        "b": SimpleNamespace(train_seconds=900.0, from_cache=False),  # trained in this run: already in the clock
+    }
+    minutes = evaluation.wall_minutes(time.perf_counter() - 60.0, detectors)
+    assert 11.0 <= minutes < 11.5
+
+
+def test_report_metrics_hold_every_table_as_records():
+    frame = pd.DataFrame([{"x": 1}])
+    detector = SimpleNamespace(
+        name="VGG16-SSD300",
+        model=torch.nn.Linear(2, 1),
+        history=[{"val_mAP": 0.4}],
+        best_epoch=1,
+        train_seconds=60.0,
+        from_cache=True,
+        key="k",
+    )
+    metrics = evaluation.report_metrics(
+        split="official",
+        profile="quick",
+        values={"best_model": "VGG16-SSD300"},
+        hsv_accuracy=0.5,
+        table=frame,
+        maps=frame,
+        counts=frame,
+        thresholds={"VGG16-SSD300": {"WBC": 0.5}},
+        timing=frame,
+        detectors={"vgg16": detector},
+    )
+    assert metrics["table2"] == [{"x": 1}] and metrics["headline"]["best_model"] == "VGG16-SSD300"
+    assert metrics["training"][0]["parameters"] == 3 and metrics["training"][0]["val_mAP50"] == 0.4
