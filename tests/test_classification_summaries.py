@@ -15,6 +15,7 @@ from bloodlib.classification.data import CLASSES
 from bloodlib.classification.evaluation import paper_accuracy, selected_model, table3_sets
 from bloodlib.classification.transforms import AugmentConfig
 from bloodlib.paper import paper_results
+from bloodlib.training import TrainedModel
 
 
 def canvas_set(name: str, n: int, first_group: int = 0) -> CanvasSet:
@@ -35,16 +36,14 @@ def fake_data(n: int = 8) -> SimpleNamespace:
     return SimpleNamespace(sets=sets, policy=SimpleNamespace(input_size=(8, 8)))
 
 
-def history(*val_bacc: float) -> pd.DataFrame:
-    return pd.DataFrame({"epoch": range(1, len(val_bacc) + 1), "val_bacc": val_bacc, "val_acc": val_bacc})
+def history(*val_bacc: float) -> list[dict[str, float]]:
+    return [{"epoch": i + 1, "val_bacc": v, "val_acc": v} for i, v in enumerate(val_bacc)]
 
 
 def trained(**best: tuple[float, int]) -> dict:
-    """name -> (val_bacc of the selected epoch, selected epoch) as minimal TrainedModel stand-ins."""
+    """name -> (val_bacc of the selected epoch, selected epoch) as TrainedModels without a network."""
     return {
-        name: SimpleNamespace(
-            history=history(*([0.1] * (epoch - 1) + [bacc])), best_epoch=epoch, train_seconds=120.0, cached=True
-        )
+        name: TrainedModel(name, None, history(*([0.1] * (epoch - 1) + [bacc])), epoch, 120.0, True, None)
         for name, (bacc, epoch) in best.items()
     }
 

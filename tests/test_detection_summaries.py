@@ -12,7 +12,9 @@ import torch
 
 from bloodlib.detection import evaluation
 from bloodlib.detection.data import Annotation
+from bloodlib.modelcache import ModelRun
 from bloodlib.paper import paper_results
+from bloodlib.training import TrainedModel
 
 
 def ann(boxes, labels, image_id) -> Annotation:
@@ -82,8 +84,8 @@ def test_summary_rows_read_the_paper_numbers():
 
 def test_wall_minutes_add_the_training_time_of_cached_detectors():
     detectors = {
-        "a": SimpleNamespace(train_seconds=600.0, from_cache=True),
-        "b": SimpleNamespace(train_seconds=900.0, from_cache=False),  # trained in this run: already in the clock
+        "a": SimpleNamespace(train_seconds=600.0, cached=True),
+        "b": SimpleNamespace(train_seconds=900.0, cached=False),  # trained in this run: already in the clock
     }
     minutes = evaluation.wall_minutes(time.perf_counter() - 60.0, detectors)
     assert 11.0 <= minutes < 11.5
@@ -91,15 +93,8 @@ def test_wall_minutes_add_the_training_time_of_cached_detectors():
 
 def test_report_metrics_hold_every_table_as_records():
     frame = pd.DataFrame([{"x": 1}])
-    detector = SimpleNamespace(
-        name="VGG16-SSD300",
-        model=torch.nn.Linear(2, 1),
-        history=[{"val_mAP": 0.4}],
-        best_epoch=1,
-        train_seconds=60.0,
-        from_cache=True,
-        key="k",
-    )
+    run = ModelRun("detection/ssd_vgg16", {}, {})
+    detector = TrainedModel("VGG16-SSD300", torch.nn.Linear(2, 1), [{"epoch": 1, "val_mAP": 0.4}], 1, 60.0, True, run)
     metrics = evaluation.report_metrics(
         split="official",
         profile="quick",

@@ -107,15 +107,7 @@ def confusions(preds: pd.DataFrame, set_name: str) -> dict[str, np.ndarray]:
     }
 
 
-def select_best(trained_histories: dict[str, pd.DataFrame], best_epochs: dict[str, int]) -> str:
-    """The model with the highest validation balanced accuracy at its selected epoch (never TEST)."""
-    scores = {
-        name: float(history.loc[history["epoch"] == best_epochs[name], "val_bacc"].iloc[0])
-        for name, history in trained_histories.items()
-    }
-    return max(scores, key=scores.get)
-
-
 def selected_model(trained: dict) -> str:
-    """:func:`select_best` of trained models (``bloodlib.classification.train.TrainedModel``)."""
-    return select_best({n: t.history for n, t in trained.items()}, {n: t.best_epoch for n, t in trained.items()})
+    """The trained model (``bloodlib.training.TrainedModel``) with the highest validation balanced
+    accuracy at its selected epoch (never TEST)."""
+    return max(trained, key=lambda name: trained[name].best_row["val_bacc"])

@@ -100,11 +100,11 @@ def training_summary(trained: dict) -> pd.DataFrame:
     """Per model: epochs, selected epoch, its validation scores, training time, cache state."""
     rows = []
     for name, t in trained.items():
-        best = t.history.loc[t.history["epoch"] == t.best_epoch].iloc[0]
+        best = t.best_row
         rows.append(
             {
                 "model": name,
-                "epochs": int(t.history["epoch"].max()),
+                "epochs": len(t.history),
                 "selected epoch": t.best_epoch,
                 "val balanced acc": best["val_bacc"],
                 "val acc": best["val_acc"],
@@ -229,11 +229,11 @@ def learning_curve_groups(trained: dict) -> dict[str, tuple[str, dict[str, pd.Da
     groups = {
         "fig6_learning_curves_standard": (
             "Figure 6: standard backbones",
-            {n: t.history for n, t in trained.items() if n not in CUSTOM_MODELS},
+            {n: pd.DataFrame(t.history) for n, t in trained.items() if n not in CUSTOM_MODELS},
         ),
         "fig7_learning_curves_custom": (
             "Figure 7: custom architectures",
-            {n: t.history for n, t in trained.items() if n in CUSTOM_MODELS},
+            {n: pd.DataFrame(t.history) for n, t in trained.items() if n in CUSTOM_MODELS},
         ),
     }
     return {figure: (title, histories) for figure, (title, histories) in groups.items() if histories}

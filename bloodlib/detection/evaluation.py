@@ -187,11 +187,11 @@ def pick_images(annotations: Sequence[Annotation], n: int, seed: int) -> list[in
 
 
 def training_table(detectors: dict[str, Any]) -> pd.DataFrame:
-    """Per trained detector (``bloodlib.detection.train.TrainedDetector``): size, epochs, the
+    """Per trained detector (``bloodlib.training.TrainedModel``): size, epochs, the
     selected epoch and its validation mAP, training time, and whether it came from the cache."""
     rows = []
     for d in detectors.values():
-        best = d.history[d.best_epoch - 1] if d.history else {}
+        best = d.best_row
         rows.append(
             {
                 "model": d.name,
@@ -200,7 +200,7 @@ def training_table(detectors: dict[str, Any]) -> pd.DataFrame:
                 "selected_epoch": d.best_epoch,
                 "val_mAP50": best.get("val_mAP", math.nan),
                 "train_minutes": d.train_seconds / 60,
-                "from_cache": d.from_cache,
+                "from_cache": d.cached,
                 "cache_key": d.key,
             }
         )
@@ -394,7 +394,7 @@ def inference_time(
 def wall_minutes(started: float, detectors: dict[str, Any]) -> float:
     """Minutes since ``started`` (a :func:`time.perf_counter` value) plus the recorded training time of
     every detector that came from the model cache: the wall time of a run with an empty cache."""
-    cached_training_s = sum(d.train_seconds for d in detectors.values() if d.from_cache)
+    cached_training_s = sum(d.train_seconds for d in detectors.values() if d.cached)
     return (time.perf_counter() - started + cached_training_s) / 60
 
 

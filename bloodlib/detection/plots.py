@@ -112,8 +112,8 @@ def loss_curves(histories: dict[str, list[dict[str, float]]]) -> Any:
     fig, (left, right) = plt.subplots(1, 2, figsize=(10, 3.6))
     for model, history in histories.items():
         epochs = [h["epoch"] for h in history]
-        left.plot(epochs, [h["loss"] for h in history], label=f"{model} total")
-        left.plot(epochs, [h["bbox_regression"] for h in history], linestyle=":", label=f"{model} box")
+        left.plot(epochs, [h["train_loss"] for h in history], label=f"{model} total")
+        left.plot(epochs, [h["train_bbox_regression"] for h in history], linestyle=":", label=f"{model} box")
         evaluated = [h for h in history if "val_mAP" in h]
         right.plot([h["epoch"] for h in evaluated], [h["val_mAP"] for h in evaluated], marker="o", label=model)
     left.set_xlabel("epoch")
