@@ -29,9 +29,9 @@ from pathlib import Path
 
 from bloodlib import params as params_mod
 from bloodlib.fsutil import atomic_write_text, replace_dir
+from bloodlib.jsonutil import json_text
 from bloodlib.paths import project_root, reports_dir
 from bloodlib.report import provenance
-from bloodlib.report.artifacts import dumps_json
 
 KERNEL_NAME = "bloodlib"
 
@@ -192,7 +192,7 @@ def run_reports(
         "profile": profile,
     }
     record["notebooks"].update({run.name: asdict(run) for run in runs})
-    atomic_write_text(out_dir / "runs.json", dumps_json(record))
+    atomic_write_text(out_dir / "runs.json", json_text(record))
     write_index(out_dir, record, root)
     return runs
 
