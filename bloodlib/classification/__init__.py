@@ -2,6 +2,8 @@
 
 Modules, in pipeline order:
 
+- :mod:`.classes` -- the four subtypes and dataset2-master's splits;
+- :mod:`.sourcemap` -- rebuilding which BCCD original each dataset2-master image was made from;
 - :mod:`.data` -- dataset2-master index, source images, grouped (leakage-free) validation split;
 - :mod:`.bccd` -- BCCD WBC boxes with their subtype (the "what the pipeline will see" test set);
 - :mod:`.crops` -- the one crop policy: any WBC box (annotated, detected or located by colour)
@@ -14,13 +16,3 @@ Modules, in pipeline order:
 - :mod:`.metrics`, :mod:`.evaluation` -- Table 3 with source-grouped bootstrap intervals;
 - :mod:`.complexity`, :mod:`.features`, :mod:`.summaries`, :mod:`.plots` -- the report's extras.
 """
-
-import os as _os
-import sys as _sys
-
-# OpenMP threads that spin while waiting make PyTorch 3-15x slower on a CPU shared with other
-# jobs (measured here: ResNet50 training 1.4 vs 20 images/s on 2 shared cores). Sleeping
-# waiters cost little on an idle machine. OpenMP reads this once, when torch is first loaded,
-# so it only takes effect if this package is imported before torch; a user's setting wins.
-if "torch" not in _sys.modules:
-    _os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
