@@ -7,7 +7,7 @@ Modules, in pipeline order:
 - :mod:`.data` -- dataset2-master index, source images, grouped (leakage-free) validation split;
 - :mod:`.bccd` -- BCCD WBC boxes with their subtype (the "what the pipeline will see" test set);
 - :mod:`.crops` -- the one crop policy: any WBC box (annotated, detected or located by colour)
-  -> classifier input; the smear pipeline calls :meth:`.crops.CropPolicy.classifier_input`;
+  -> classifier input; the smear pipeline calls :meth:`.crops.CropPolicy.classifier_inputs`;
 - :mod:`.canvases` -- crops of whole image sets, cached;
 - :mod:`.transforms` -- on-the-fly augmentation (``transforms.v2``) and the evaluation transform;
 - :mod:`.models` -- the eight networks from one factory, :func:`.models.build_model`;
