@@ -8,8 +8,8 @@ Speed on a CPU, with results equal to the plain models' up to float rounding:
 - the detector's and the classifier's BatchNorm layers are folded into the preceding
   convolutions (:func:`fuse_conv_bn`) and both run in channels-last memory layout;
 - one forward pass per batch of images for the detector and one for all WBCs of the batch
-  for the classifier; each image is white-balanced once for all its WBCs (the crop policy of
-  :mod:`bloodlib.classification.crops`, unchanged).
+  for the classifier; each image is white-balanced once for all its WBCs
+  (:meth:`~bloodlib.classification.crops.CropPolicy.classifier_inputs`, the crop of training and evaluation).
 """
 
 from __future__ import annotations
