@@ -29,7 +29,7 @@ env: $(STAMP)
 $(STAMP): pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --disable-pip-version-check -q -e '.[dev]'
-	$(PY) -m ipykernel install --sys-prefix --name bloodlib --display-name "Python (bloodlib)"
+	$(PY) -m bloodlib kernel  # kernel.json carries the compute environment (bloodlib.runtime)
 	@touch $(STAMP)
 
 data: env

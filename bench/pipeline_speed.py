@@ -11,14 +11,14 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
 from pathlib import Path
 
-os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # idle OpenMP threads sleep: the cores may be shared
-
 
 def main(argv: list[str] | None = None) -> int:
+    from bloodlib import runtime
+
+    runtime.configure()  # before torch loads: idle OpenMP threads sleep, the cores may be shared
     from bloodlib.data import locate
     from bloodlib.fsutil import atomic_write_text
     from bloodlib.params import load_params

@@ -7,6 +7,10 @@ bloodlib report [--profile cpu] [--only NAME ...] [--jobs N]
 bloodlib train [TASK|all] [--profile cpu]  train a task's models (default: all) into the model cache
 bloodlib analyze PATH... [--out DIR] [--models DIR] [--age N --sex M|F]
                                         smear images -> counts, differential, COVID-19 probability
+bloodlib kernel [--name bloodlib] [--prefix DIR | --user]
+                                        register the Jupyter kernel (with the compute environment)
+
+Every command runs with the environment of :mod:`bloodlib.runtime`, set before torch loads.
 """
 
 from __future__ import annotations
@@ -14,7 +18,9 @@ from __future__ import annotations
 import argparse
 import sys
 
+from bloodlib import runtime
 from bloodlib.params import DEFAULT_PROFILE, PROFILES
+from bloodlib.report.runner import KERNEL_NAME
 
 # task -> "module:function(profile: str, root: Path) -> int" training that task's models into
 # the model cache outside the notebook (imported lazily: torch is heavy).
@@ -112,12 +118,16 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 
 def cmd_analyze(args: argparse.Namespace) -> int:
-    import os
-
-    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # before torch loads OpenMP: idle threads sleep, not spin
     from bloodlib.pipeline.analyze import analyze_cli
 
     return analyze_cli(args)
+
+
+def cmd_kernel(args: argparse.Namespace) -> int:
+    from bloodlib.report.runner import install_kernel
+
+    print(f"kernel {args.name!r} installed in {install_kernel(args.name, prefix=args.prefix, user=args.user)}")
+    return 0
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -167,10 +177,18 @@ def build_parser() -> argparse.ArgumentParser:
     analyze.add_argument("--no-images", action="store_true", help="skip the annotated PNGs")
     analyze.add_argument("--quiet", action="store_true", help="no progress bar")
     analyze.set_defaults(func=cmd_analyze)
+
+    kernel = commands.add_parser("kernel", help="register this Python as the Jupyter kernel the notebooks use")
+    kernel.add_argument("--name", default=KERNEL_NAME, help=f"kernel name (default: {KERNEL_NAME})")
+    where = kernel.add_mutually_exclusive_group()
+    where.add_argument("--prefix", metavar="DIR", help="install prefix (default: this Python's, e.g. .venv)")
+    where.add_argument("--user", action="store_true", help="install for the current user instead")
+    kernel.set_defaults(func=cmd_kernel)
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
+    runtime.configure()  # before any command imports torch
     args = build_parser().parse_args(argv)
     return args.func(args)
 

@@ -16,7 +16,7 @@ from bloodlib.detection.data import CLASSES
 from bloodlib.detection.model import build_ssd
 from bloodlib.detection.train import model_kwargs
 from bloodlib.params import load_params
-from bloodlib.pipeline import io as pio
+from bloodlib.pipeline import io as pipeline_io
 from bloodlib.pipeline.models import PipelineModels
 from tests.paths import ROOT, require_data
 
@@ -90,11 +90,11 @@ def make_unreadable(path: Path, monkeypatch) -> None:
     """chmod 000; as root (who reads anything) the read itself is made to fail."""
     path.chmod(0)
     if os.geteuid() == 0:
-        real = pio.read_bytes
+        real = pipeline_io.read_bytes
 
         def read(p):
             if p == path:
                 raise PermissionError(13, "Permission denied")
             return real(p)
 
-        monkeypatch.setattr(pio, "read_bytes", read)
+        monkeypatch.setattr(pipeline_io, "read_bytes", read)

@@ -6,6 +6,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
+from torchvision.transforms import v2
 
 from bloodlib.classification import bccd, crops, data
 from bloodlib.classification.canvases import CanvasSet
@@ -87,15 +88,37 @@ def test_locate_wbc_finds_the_purple_nucleus():
     assert crops.locate_wbc(np.full((60, 80, 3), 230, np.uint8)) is None
 
 
-def test_classifier_input_is_the_centre_of_the_canvas_scaled_to_unit_range():
+@pytest.mark.parametrize(
+    "policy",
+    [
+        POLICY,  # canvas 48x48, even margins
+        crops.CropPolicy((33, 47), 1.7, 1.33, 9.0, 96.0, 1.3),  # canvas 44x63: odd margins, rounded offsets
+    ],
+)
+def test_classifier_inputs_are_the_canvas_centres_scaled_to_unit_range(policy):
     image = smear()
-    x = POLICY.classifier_input(image, (88, 28, 112, 52))
-    assert x.shape == (3, 32, 32) and x.dtype == torch.float32
+    boxes = np.array([(88, 28, 112, 52), (-10, -10, 15, 20), (150.4, 100.6, 170.2, 125.9)], np.float32)
+    x = policy.classifier_inputs(image, boxes)
+    assert x.shape == (3, 3, *policy.input_size) and x.dtype == torch.float32
     assert 0 <= float(x.min()) and float(x.max()) <= 1
-    canvas = POLICY.canvas(image, (88, 28, 112, 52))
-    assert torch.equal(x, eval_transform((32, 32))(canvas))
-    located = POLICY.classifier_input(image)  # no box: the colour localizer
-    assert located.shape == (3, 32, 32)
+    # independent references: the window of the module docstring from crop_window on the white-balanced
+    # image, and torchvision's own centre crop and uint8 -> float conversion
+    centre = v2.Compose([v2.CenterCrop(list(policy.input_size)), v2.ToDtype(torch.float32, scale=True)])
+    balanced = crops.white_balance(image, policy.white_percentile)
+    for box, got, canvas in zip(boxes, x, policy.canvases(image, boxes)):
+        window = crops.crop_window(
+            balanced,
+            tuple(box),
+            out_size=policy.canvas_size,
+            context=policy.context * policy.canvas_scale,
+            min_side=policy.min_side,
+        )
+        assert torch.equal(canvas, torch.from_numpy(window).permute(2, 0, 1))
+        assert torch.equal(canvas, policy.canvas(image, tuple(box)))
+        assert torch.equal(got, centre(canvas))
+        assert torch.equal(got, eval_transform(policy.input_size)(canvas))
+    assert policy.classifier_inputs(image, np.zeros((0, 4), np.float32)).shape == (0, 3, *policy.input_size)
+    assert policy.canvas(image).shape == (3, *policy.canvas_size)  # no box: the colour localizer
 
 
 def test_white_balance_maps_the_background_to_white():

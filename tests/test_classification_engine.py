@@ -77,17 +77,6 @@ def test_cli_knows_the_wbc_trainer():
     assert callable(getattr(importlib.import_module(module), function))
 
 
-def test_classify_boxes_returns_probabilities_per_box():
-    from bloodlib.classification.crops import CropPolicy
-    from bloodlib.classification.engine import classify_boxes
-
-    policy = CropPolicy((32, 32), 1.5, 1.5, 8.0, 97.0, 1.3)
-    image = np.full((120, 160, 3), 230, np.uint8)
-    image[30:50, 90:110] = (110, 50, 170)
-    probs = classify_boxes(build_model("arch1"), policy, image, [(88, 28, 112, 52), (-5, -5, 10, 10)])
-    assert probs.shape == (2, 4) and torch.allclose(probs.sum(1), torch.ones(2))
-
-
 def test_test_time_augmentation_is_orientation_free():
     from bloodlib.classification.engine import predict_logits, symmetry_views
 

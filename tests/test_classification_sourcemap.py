@@ -11,6 +11,7 @@ import pandas as pd
 import pytest
 
 from bloodlib.classification import data, sourcemap
+from bloodlib.classification.classes import CLASSES, SPLITS
 from tests.paths import require_data
 
 # ---- voting rules (no data) ----------------------------------------------------------------
@@ -35,10 +36,10 @@ def test_ratio_test_is_against_the_nearest_other_source():
 
 
 def test_pseudo_sources_are_negative_per_class_and_side():
-    ids = {(s, c): sourcemap.pseudo_source(s, c) for s in data.SPLITS for c in data.CLASSES}
+    ids = {(s, c): sourcemap.pseudo_source(s, c) for s in SPLITS for c in CLASSES}
     assert all(v < 0 for v in ids.values())
     assert ids["TEST", "MONOCYTE"] == ids["TEST_SIMPLE", "MONOCYTE"] != ids["TRAIN", "MONOCYTE"]
-    assert len(set(ids.values())) == 2 * len(data.CLASSES)
+    assert len(set(ids.values())) == 2 * len(CLASSES)
     with pytest.raises(ValueError, match="BASOPHIL"):
         sourcemap.pseudo_source("TRAIN", "BASOPHIL")
     with pytest.raises(ValueError, match="bloodimage_1.png"):

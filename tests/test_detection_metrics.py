@@ -14,6 +14,7 @@ import torch
 from bloodlib.detection.baseline import HSVThresholds, detect_wbc
 from bloodlib.detection.data import Annotation
 from bloodlib.detection.metrics import (
+    above_threshold,
     average_precision,
     bootstrap_ci,
     choose_count_thresholds,
@@ -141,6 +142,18 @@ def test_count_frame_and_threshold_choice():
     assert chosen["RBC"] == 0.25  # counts 2 and 1 exactly
 
 
+def test_above_threshold_keeps_scores_at_or_above_the_cut_of_each_class():
+    p = pred([[0, 0, 9, 9], [1, 1, 8, 8], [2, 2, 7, 7], [3, 3, 6, 6]], [1, 2, 1, 3], [0.5, 0.5, 0.49, 0.9])
+    kept = above_threshold(p, 0.5)
+    assert kept["labels"].tolist() == [1, 2, 3] and kept["boxes"][:, 0].tolist() == [0, 1, 3]
+    kept = above_threshold(p, {"RBC": 0.4, "WBC": 0.6, "Platelets": 0.95})
+    assert kept["labels"].tolist() == [1, 1] and kept["scores"].tolist() == pytest.approx([0.5, 0.49])
+    empty = above_threshold(pred([], []), {"RBC": 0.1, "WBC": 0.1, "Platelets": 0.1})
+    assert empty["boxes"].shape == (0, 4) and empty["labels"].shape == (0,)
+    with pytest.raises(KeyError):
+        above_threshold(p, {"RBC": 0.1})  # every class present needs a threshold
+
+
 def test_bootstrap_ci_brackets_the_mean():
     values = np.random.default_rng(0).normal(10, 1, 200)
     low, high = bootstrap_ci(lambda idx: values[idx].mean(), len(values), samples=300, seed=0)
@@ -187,8 +200,7 @@ def test_report_tables_and_figures_on_hand_made_images(tmp_path):
     matplotlib.use("Agg")
     from PIL import Image
 
-    from bloodlib.detection import evaluation as E
-    from bloodlib.detection import plots
+    from bloodlib.detection import evaluation, plots
     from bloodlib.report.targets import load_targets, targets_table
 
     images = []
@@ -199,22 +211,22 @@ def test_report_tables_and_figures_on_hand_made_images(tmp_path):
     perfect = [pred(a.boxes.tolist(), a.labels.tolist()) for a in images]
     empty = [pred([], []) for _ in images]
     preds = {"VGG16-SSD300": perfect, "HSV baseline": empty}
-    table = E.table2(preds, images, score_threshold=0.5, classes_of={"HSV baseline": ["WBC"]})
+    table = evaluation.table2(preds, images, score_threshold=0.5, classes_of={"HSV baseline": ["WBC"]})
     assert len(table) == 4 and table.loc[0, "paper_precision"] == 0.79 and math.isnan(table.loc[0, "paper_recall"])
     assert table.set_index(["model", "class"]).loc[("HSV baseline", "WBC"), "AP50"] == 0.0
-    maps = E.map_table({"VGG16-SSD300": perfect}, images, samples=5, seed=0)
+    maps = evaluation.map_table({"VGG16-SSD300": perfect}, images, samples=5, seed=0)
     assert maps.loc[0, "mAP50"] == 1.0 and maps.loc[0, "paper_mAP"] == 0.84
-    thresholds = E.count_thresholds(preds, images)
-    frames = E.count_frames(preds, images, thresholds)
-    counts = E.count_table(frames, samples=5, seed=0, classes_of={"HSV baseline": ["WBC"]})
+    thresholds = evaluation.count_thresholds(preds, images)
+    frames = evaluation.count_frames(preds, images, thresholds)
+    counts = evaluation.count_table(frames, samples=5, seed=0, classes_of={"HSV baseline": ["WBC"]})
     assert counts.set_index(["model", "class"]).loc[("VGG16-SSD300", "RBC"), "exact"] == 1.0
-    values = E.headline(maps, table, counts, 3.0, ["VGG16-SSD300"])
+    values = evaluation.headline(maps, table, counts, 3.0, ["VGG16-SSD300"])
     targets = targets_table(values, load_targets("01_detection", "cpu"))
     assert targets["met"].all() and len(targets) == 5
-    rows = {r["metric"]: r for r in E.summary_rows(values, maps, table, 1.0, "split x", 0.5)}
+    rows = {r["metric"]: r for r in evaluation.summary_rows(values, maps, table, 1.0, "split x", 0.5)}
     assert rows["VGG16-SSD300 mAP@0.5"]["paper"] == 0.84 and rows["VGG16-SSD300 mAP@0.5"]["ours"] == 1.0
     assert "score >= 0.5" in rows["VGG16-SSD300 WBC precision"]["note"]
-    misses = E.wbc_misses(empty, images, threshold=0.5)
+    misses = evaluation.wbc_misses(empty, images, threshold=0.5)
     assert misses["found"].tolist() == [0, 0] and misses["true"].tolist() == [1, 0]
     t = HSVThresholds(
         hue_low=120,
@@ -238,13 +250,13 @@ def test_report_tables_and_figures_on_hand_made_images(tmp_path):
 
 
 def test_headline_picks_the_best_model_on_validation_not_on_test():
-    from bloodlib.detection import evaluation as E
+    from bloodlib.detection import evaluation
 
     maps = pd.DataFrame(
         [{"model": "A", "mAP50": 0.9, "val_mAP50": 0.7}, {"model": "B", "mAP50": 0.8, "val_mAP50": 0.8}]
     )
     table = pd.DataFrame([{"model": m, "class": "Platelets", "AP50": ap} for m, ap in (("A", 0.5), ("B", 0.6))])
     counts = pd.DataFrame([{"model": m, "class": c, "exact": 1.0, "mape": 0.0} for m in "AB" for c in ("WBC", "RBC")])
-    values = E.headline(maps, table, counts, 1.0, ["A", "B"])
+    values = evaluation.headline(maps, table, counts, 1.0, ["A", "B"])
     assert values["best_model"] == "B" and values["best_mAP50"] == 0.8 and values["best_platelets_AP50"] == 0.6
-    assert E.headline(maps.drop(columns="val_mAP50"), table, counts, 1.0, ["A", "B"])["best_model"] == "A"
+    assert evaluation.headline(maps.drop(columns="val_mAP50"), table, counts, 1.0, ["A", "B"])["best_model"] == "A"

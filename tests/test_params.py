@@ -9,7 +9,7 @@ from pathlib import Path
 import nbformat
 import pytest
 
-from bloodlib import params as P
+from bloodlib import params as params_mod
 from tests.paths import ROOT
 
 
@@ -32,7 +32,7 @@ def write(tmp_path: Path, text: str) -> Path:
 
 
 def load(path: Path) -> Demo:
-    return P.build(Demo, P.read_yaml_mapping(path), str(path))
+    return params_mod.build(Demo, params_mod.read_yaml_mapping(path), str(path))
 
 
 def test_good_file_loads_with_int_as_float(tmp_path):
@@ -54,25 +54,25 @@ def test_good_file_loads_with_int_as_float(tmp_path):
 )
 def test_errors_name_file_and_key(tmp_path, text, key, words):
     path = write(tmp_path, text)
-    with pytest.raises(P.ParamsError) as err:
+    with pytest.raises(params_mod.ParamsError) as err:
         load(path)
     assert str(path) in str(err.value) and key in str(err.value) and words in str(err.value)
 
 
 def test_missing_file_and_bad_yaml_are_errors(tmp_path):
-    with pytest.raises(P.ParamsError, match="not found: .*nope.yaml"):
-        P.read_yaml_mapping(tmp_path / "nope.yaml")
-    with pytest.raises(P.ParamsError, match="not valid YAML"):
-        P.read_yaml_mapping(write(tmp_path, "a: [1, 2\n"))
-    with pytest.raises(P.ParamsError, match="expected a mapping"):
-        P.read_yaml_mapping(write(tmp_path, "- 1\n- 2\n"))
+    with pytest.raises(params_mod.ParamsError, match="not found: .*nope.yaml"):
+        params_mod.read_yaml_mapping(tmp_path / "nope.yaml")
+    with pytest.raises(params_mod.ParamsError, match="not valid YAML"):
+        params_mod.read_yaml_mapping(write(tmp_path, "a: [1, 2\n"))
+    with pytest.raises(params_mod.ParamsError, match="expected a mapping"):
+        params_mod.read_yaml_mapping(write(tmp_path, "- 1\n- 2\n"))
 
 
 def test_unknown_profile_and_notebook():
-    with pytest.raises(P.ParamsError, match="unknown profile 'gpu'"):
-        P.load_params("03_covid_diagnosis", "gpu", ROOT)
-    with pytest.raises(P.ParamsError, match="no parameter schema for notebook '99_x'"):
-        P.load_params("99_x", "cpu", ROOT)
+    with pytest.raises(params_mod.ParamsError, match="unknown profile 'gpu'"):
+        params_mod.load_params("03_covid_diagnosis", "gpu", ROOT)
+    with pytest.raises(params_mod.ParamsError, match="no parameter schema for notebook '99_x'"):
+        params_mod.load_params("99_x", "cpu", ROOT)
 
 
 def notebook_names() -> list[str]:
@@ -93,17 +93,17 @@ def parameters_cell_values(path: Path) -> dict:
 def test_every_notebook_has_a_schema_and_three_valid_profiles():
     assert notebook_names(), "no notebooks found"
     for name in notebook_names():
-        for profile in P.PROFILES:
-            P.load_params(name, profile, ROOT)
-        for profile in P.PROFILES:
-            P.load_profile_settings(profile, ROOT)
+        for profile in params_mod.PROFILES:
+            params_mod.load_params(name, profile, ROOT)
+        for profile in params_mod.PROFILES:
+            params_mod.load_profile_settings(profile, ROOT)
 
 
 @pytest.mark.parametrize("name", notebook_names())
 def test_notebook_defaults_equal_cpu_profile(name):
     cell = parameters_cell_values(ROOT / "notebooks" / f"{name}.ipynb")
-    cpu = P.as_dict(P.load_params(name, "cpu", ROOT))
-    runner = {key: cell.pop(key) for key in P.RUNNER_PARAMETERS if key in cell}
+    cpu = params_mod.as_dict(params_mod.load_params(name, "cpu", ROOT))
+    runner = {key: cell.pop(key) for key in params_mod.RUNNER_PARAMETERS if key in cell}
     assert runner == {"profile": "cpu", "report_dir": ""}
     assert cell == cpu
 
@@ -118,9 +118,9 @@ def test_notebooks_are_committed_without_outputs(name):
 
 
 def test_params_from_namespace_takes_schema_fields_only(monkeypatch):
-    monkeypatch.setitem(P.SCHEMAS, "90_demo", f"{__name__}:Demo")
+    monkeypatch.setitem(params_mod.SCHEMAS, "90_demo", f"{__name__}:Demo")
     namespace = {"seed": 1, "rate": 0.5, "name": "n", "flags": [], "enabled": False, "profile": "cpu", "x": 1}
-    assert P.params_from_namespace("90_demo", namespace) == Demo(1, 0.5, "n", [], False)
+    assert params_mod.params_from_namespace("90_demo", namespace) == Demo(1, 0.5, "n", [], False)
     del namespace["seed"]
-    with pytest.raises(P.ParamsError, match="notebook 90_demo: missing key.* seed"):
-        P.params_from_namespace("90_demo", namespace)
+    with pytest.raises(params_mod.ParamsError, match="notebook 90_demo: missing key.* seed"):
+        params_mod.params_from_namespace("90_demo", namespace)

@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from bloodlib.pipeline import covid as C
+from bloodlib.pipeline import covid
 from bloodlib.pipeline.aggregate import aggregate, covid_flags
 from bloodlib.pipeline.features import SCALE_FREE_FEATURES, scale_free_features
 from bloodlib.pipeline.infer import FieldResult
@@ -87,9 +87,9 @@ def test_aggregate_sums_fields_and_skips_failed_ones():
 
 
 def test_fitted_model_predicts_and_flags(osr):
-    model = C.fit_covid_model(osr, quick_params(), key="test")
+    model = covid.fit_covid_model(osr, quick_params(), key="test")
     assert model.n == 279 and model.n_positive == 177
-    typical = C.feature_frame(osr, quick_params(), with_age_sex=False).median().to_dict()
+    typical = covid.feature_frame(osr, quick_params(), with_age_sex=False).median().to_dict()
     base = model.predict(typical)
     assert 0 <= base["probability"] <= 1 and base["out_of_range"] == [] and "age" not in base["model"]
     with_demo = model.predict(typical, age=60, sex=1)
@@ -102,18 +102,18 @@ def test_fitted_model_predicts_and_flags(osr):
 
 def test_nested_cv_compares_feature_sets_on_the_same_splits(osr):
     p = dataclasses.replace(quick_params(), n_jobs=1)
-    results = C.nested_cv(osr, p, progress=False)
+    results = covid.nested_cv(osr, p, progress=False)
     assert list(results) == ["scale-free", "scale-free + age, sex", "Task 3 table1 (10^9/L, age, sex)"]
     splits = [[(r, f, tuple(test)) for r, f, _, test in res.splits] for res in results.values()]
     assert splits[0] == splits[1] == splits[2]
-    table = C.cv_table(results)
+    table = covid.cv_table(results)
     assert len(table) == 3 and table["auc_mean"].between(0.5, 1).all()
 
 
 def test_model_is_cached(tmp_path, osr):
     p = dataclasses.replace(quick_params(), covid_grid_size="none")
-    first = C.load_or_fit(p, tmp_path)
+    first = covid.load_or_fit(p, tmp_path)
     cached = list((tmp_path / "pipeline" / "covid").glob("*/model.pkl"))
     assert len(cached) == 1 and (cached[0].parent / "model.json").is_file()
-    second = C.load_or_fit(p, tmp_path)
+    second = covid.load_or_fit(p, tmp_path)
     assert second.key == first.key and second.params == first.params

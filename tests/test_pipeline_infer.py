@@ -62,17 +62,17 @@ def test_fast_detector_equals_the_model():
         assert same.any(dim=1).float().mean() >= 0.95
 
 
-def test_batched_crops_equal_the_crop_policy():
+def test_fused_classifier_equals_the_model_on_the_policy_inputs():
     models = tiny_models()
     rgb = read_rgb(bccd_images(1)[0])
     boxes = np.array([[100, 80, 220, 200], [600, 400, 660, 500], [-10, -10, 40, 40]], dtype=np.float32)
+    inputs = models.policy.classifier_inputs(rgb, boxes)  # the one crop path (tested in test_classification_data)
+    assert inputs.shape == (3, 3, *models.policy.input_size)
     classifier = Classifier(models.classifier, models.policy)
-    ours = classifier.inputs(rgb, boxes)
-    reference = torch.stack([models.policy.classifier_input(rgb, tuple(map(float, b))) for b in boxes])
-    assert torch.equal(ours, reference)
     with torch.no_grad():
-        expected = torch.softmax(models.classifier(reference), dim=1)
-    assert torch.allclose(classifier(ours), expected, atol=1e-5)
+        expected = torch.softmax(models.classifier(inputs), dim=1)
+    assert torch.allclose(classifier(inputs), expected, atol=1e-5)
+    assert classifier(models.policy.classifier_inputs(rgb, boxes[:0])).shape == (0, 4)
 
 
 def test_run_fields_keeps_order_and_reports_bad_files(tmp_path):

@@ -15,15 +15,15 @@ from pathlib import Path
 
 import pytest
 
-from bloodlib.data import registry as R
+from bloodlib.data import registry
 from bloodlib.data.checks import list_files
 from bloodlib.data.download import sha256_file
 from bloodlib.detection.data import split_ids
 from tests.http_helpers import make_tar, serve_directory
 from tests.paths import require_data
 
-TXL_ARCHIVE_ROOT = f"TXL-PBC_Dataset-{R._TXL_SHA}/"
-PBC_ARCHIVE_ROOT = f"Blood-Cell-Classification-{R._PBC_MIRROR_SHA}/PBC_dataset_normal_DIB/"
+TXL_ARCHIVE_ROOT = f"TXL-PBC_Dataset-{registry._TXL_SHA}/"
+PBC_ARCHIVE_ROOT = f"Blood-Cell-Classification-{registry._PBC_MIRROR_SHA}/PBC_dataset_normal_DIB/"
 
 TXL_DECOYS = {
     "README.md": b"# TXL-PBC\n",
@@ -63,7 +63,7 @@ def upstream(tmp_path_factory) -> Path:
             members[f"{TXL_ARCHIVE_ROOT}TXL_PBC/{name}"] = path.read_bytes()
     # TXL-PBC's split is not BCCD's: put the BCCD labels in all three upstream folders in turn.
     for i, row in enumerate(mapping_rows(shared)):
-        folder = R._TXL_SPLITS[i % 3]
+        folder = registry._TXL_SPLITS[i % 3]
         label = (shared / "bccd-relabel" / "labels" / f"{row['bccd_image']}.txt").read_bytes()
         members[f"{TXL_ARCHIVE_ROOT}TXL_PBC/labels/{folder}/{Path(row['txl_image']).stem}.txt"] = label
     make_tar(served / "txl.tar", members, mode="w")
@@ -71,7 +71,7 @@ def upstream(tmp_path_factory) -> Path:
     members = {f"{PBC_ARCHIVE_ROOT}{name}": data for name, data in PBC_DECOYS.items()}
     for name, path in files_under(shared / "pbc").items():
         if name != "SOURCE.md":
-            members[f"{PBC_ARCHIVE_ROOT}{R._PBC_FOLDERS[path.parent.name]}/{path.name}"] = path.read_bytes()
+            members[f"{PBC_ARCHIVE_ROOT}{registry._PBC_FOLDERS[path.parent.name]}/{path.name}"] = path.read_bytes()
     make_tar(served / "pbc.tar", members, mode="w")
     return served
 
@@ -91,18 +91,20 @@ def isolated(shared, tmp_path, monkeypatch) -> Path:
 
 def serve_entry(monkeypatch, name: str, url: str) -> None:
     """Point the registry entry ``name`` at ``url``, all else unchanged."""
-    spec = R.get_spec(name)
+    spec = registry.get_spec(name)
     (source,) = spec.sources
-    monkeypatch.setitem(R.DATASETS, name, dataclasses.replace(spec, sources=(dataclasses.replace(source, url=url),)))
+    monkeypatch.setitem(
+        registry.DATASETS, name, dataclasses.replace(spec, sources=(dataclasses.replace(source, url=url),))
+    )
 
 
 @pytest.mark.parametrize("name,archive", [("txl-pbc", "txl.tar"), ("bccd-relabel", "txl.tar"), ("pbc", "pbc.tar")])
 def test_fetch_takes_exactly_the_staged_subset(name, archive, upstream, shared, isolated, monkeypatch):
     with serve_directory(upstream) as base:
         serve_entry(monkeypatch, name, f"{base}/{archive}")
-        folder = R.fetch(name)
+        folder = registry.fetch(name)
     assert folder == isolated / "cache" / "data" / name
-    assert R.verify(name).ok, R.verify(name).problems
+    assert registry.verify(name).ok, registry.verify(name).problems
     fetched, staged = files_under(folder), files_under(shared / name)
     assert sorted(fetched) == sorted(staged)  # the same layout, nothing more (no decoy, no test split)
     for relative, path in fetched.items():
@@ -111,7 +113,7 @@ def test_fetch_takes_exactly_the_staged_subset(name, archive, upstream, shared, 
 
 
 def test_txl_pbc_members_are_train_and_val_only():
-    members = R._txl_pbc_members()
+    members = registry._txl_pbc_members()
     assert len(members) == 2 * 835
     assert all(
         "/test/" not in member and not path.startswith(("images/test", "labels/test")) for member, path in members
@@ -120,38 +122,38 @@ def test_txl_pbc_members_are_train_and_val_only():
 
 def test_bccd_relabel_members_are_bccd_train_and_val_images():
     bccd = split_ids(require_data() / "BCCD", "official", seed=0)
-    targets = {path for _, path in R._bccd_relabel_members()}
+    targets = {path for _, path in registry._bccd_relabel_members()}
     assert len(targets) == 181
     ids = {Path(path).stem for path in targets}
     assert ids <= set(bccd["train"]) | set(bccd["val"]) and not ids & set(bccd["test"])
 
 
 def test_manifests_refuse_held_out_rows(monkeypatch):
-    monkeypatch.setattr(R, "manifest_rows", lambda name: [{"split": "test", "image": "a.jpg", "source": "PBC"}])
+    monkeypatch.setattr(registry, "manifest_rows", lambda name: [{"split": "test", "image": "a.jpg", "source": "PBC"}])
     with pytest.raises(ValueError, match="split 'test' of a.jpg is not train or val"):
-        R._txl_pbc_members()
+        registry._txl_pbc_members()
     row = {"bccd_image": "BloodImage_00001", "bccd_split": "test", "txl_image": "a.jpg"}
-    monkeypatch.setattr(R, "manifest_rows", lambda name: [row])
+    monkeypatch.setattr(registry, "manifest_rows", lambda name: [row])
     with pytest.raises(ValueError, match="BloodImage_00001 is in BCCD's 'test' list"):
-        R._bccd_relabel_members()
+        registry._bccd_relabel_members()
 
 
 def test_package_manifests_match_the_registry_checksums():
-    checks = {(spec.name, check.path): check.sha256 for spec in R.DATASETS.values() for check in spec.checks}
-    for spec in R.DATASETS.values():
+    checks = {(spec.name, check.path): check.sha256 for spec in registry.DATASETS.values() for check in spec.checks}
+    for spec in registry.DATASETS.values():
         for source in spec.sources:
             for manifest, path in source.package_files:
-                assert (R.MANIFESTS_DIR / manifest).is_file(), manifest
+                assert (registry.MANIFESTS_DIR / manifest).is_file(), manifest
                 if (spec.name, path) in checks:
-                    assert sha256_file(R.MANIFESTS_DIR / manifest) == checks[spec.name, path], manifest
+                    assert sha256_file(registry.MANIFESTS_DIR / manifest) == checks[spec.name, path], manifest
 
 
 def test_pbc_file_list_follows_the_subset_rule():
-    rows = R.manifest_rows("pbc/files.csv")
+    rows = registry.manifest_rows("pbc/files.csv")
     by_label: dict[str, list[str]] = {}
     for row in rows:
         by_label.setdefault(row["label"], []).append(row["file"])
-    assert {label: len(files) for label, files in by_label.items()} == dict.fromkeys(R._PBC_FOLDERS, 600)
+    assert {label: len(files) for label, files in by_label.items()} == dict.fromkeys(registry._PBC_FOLDERS, 600)
     assert all(files == sorted(files) for files in by_label.values())
     prefixes = [file.split("_")[0] for file in by_label["NEUTROPHIL"]]
     assert prefixes.count("BNE") == 300 and prefixes.count("SNE") == 300

@@ -11,8 +11,8 @@ from pathlib import Path
 import nbformat
 import pytest
 
-from bloodlib import cli
-from bloodlib import params as P
+from bloodlib import cli, runtime
+from bloodlib import params as params_mod
 from bloodlib.report.links import broken_links
 from bloodlib.report.runner import run_reports
 from tests.paths import ROOT
@@ -25,6 +25,7 @@ class DemoParams:
 
 
 BODY = """\
+import os
 import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt
@@ -37,7 +38,7 @@ fig, ax = plt.subplots()
 ax.plot(range(size))
 report.figure(fig, "line")
 report.table(pd.DataFrame({"x": range(size)}), "xs")
-report.metrics({"n": size}, summary=[{"metric": "n", "paper": None, "ours": size, "note": "demo"}])
+report.metrics({"n": size, "omp_wait_policy": os.environ.get("OMP_WAIT_POLICY")}, summary=[{"metric": "n", "paper": None, "ours": size, "note": "demo"}])
 """
 
 
@@ -53,7 +54,7 @@ def make_project(root: Path, *, fail: bool = False) -> Path:
         nbformat.v4.new_markdown_cell("## Section"),
     ]
     nbformat.write(nb, root / "notebooks" / "90_demo.ipynb")
-    for profile in P.PROFILES:
+    for profile in params_mod.PROFILES:
         shutil.copytree(
             ROOT / "params" / profile,
             root / "params" / profile,
@@ -66,7 +67,9 @@ def make_project(root: Path, *, fail: bool = False) -> Path:
 
 @pytest.fixture
 def demo(tmp_path, monkeypatch):
-    monkeypatch.setitem(P.SCHEMAS, "90_demo", f"{__name__}:DemoParams")
+    monkeypatch.setenv("OMP_WAIT_POLICY", "unset below; restored after the test")
+    monkeypatch.delenv("OMP_WAIT_POLICY")  # the runner itself gives the kernel bloodlib.runtime's environment
+    monkeypatch.setitem(params_mod.SCHEMAS, "90_demo", f"{__name__}:DemoParams")
     monkeypatch.setenv("BLOODLIB_ROOT", str(tmp_path))
     return make_project(tmp_path)
 
@@ -84,7 +87,7 @@ def test_success_writes_report_files_and_index(demo):
     assert (out / "90_demo" / "figures" / "line.png").read_bytes()[:4] == b"\x89PNG"
     assert (out / "90_demo" / "tables" / "xs.csv").read_text().splitlines() == ["x", "0", "1", "2", "3"]
     metrics = json.loads((out / "90_demo" / "metrics.json").read_text())
-    assert metrics["metrics"] == {"n": 4} and metrics["summary"][0]["ours"] == 4
+    assert metrics["metrics"] == {"n": 4, "omp_wait_policy": "PASSIVE"} and metrics["summary"][0]["ours"] == 4
     runs = json.loads((out / "runs.json").read_text())
     assert runs["notebooks"]["90_demo"]["parameters"] == {"size": 4, "fail": False}
     assert runs["provenance"]["profile"] == "quick" and runs["provenance"]["packages"]["bloodlib"]
@@ -168,3 +171,10 @@ def test_a_notebook_starts_only_after_the_notebooks_whose_models_it_uses(tmp_pat
     start_04 = events.index(("start", "04_pipeline"))
     assert events.index(("end", "01_detection")) < start_04 and events.index(("end", "02_wbc_subtypes")) < start_04
     assert events.index(("start", "03_covid_diagnosis")) < events.index(("end", "01_detection"))
+
+
+def test_kernel_command_registers_the_compute_environment(tmp_path, capsys):
+    assert cli.main(["kernel", "--name", "bloodlib-test", "--prefix", str(tmp_path)]) == 0
+    spec = json.loads((tmp_path / "share" / "jupyter" / "kernels" / "bloodlib-test" / "kernel.json").read_text())
+    assert spec["env"] == runtime.COMPUTE_ENV and spec["display_name"] == "Python (bloodlib)"
+    assert "bloodlib-test" in capsys.readouterr().out

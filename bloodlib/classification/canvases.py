@@ -18,8 +18,8 @@ import pandas as pd
 import torch
 from tqdm.auto import tqdm
 
+from bloodlib.classification.classes import CLASSES
 from bloodlib.classification.crops import CropPolicy, read_rgb
-from bloodlib.classification.data import CLASSES
 from bloodlib.fsutil import atomic_write_bytes
 from bloodlib.modelcache import models_root, run_key
 

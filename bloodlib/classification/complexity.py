@@ -10,7 +10,7 @@ import torch
 from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
-from bloodlib.classification.models import count_parameters
+from bloodlib.torchutil import count_parameters
 
 
 @torch.no_grad()
@@ -44,7 +44,7 @@ def cost_table(models: dict[str, nn.Module], input_size: tuple[int, int], *, rep
     rows = [
         {
             "model": name,
-            "params_M": count_parameters(model) / 1e6,
+            "params_M": count_parameters(model, trainable_only=True) / 1e6,
             "gflops": flops(model, input_size) / 1e9,
             "infer_ms": inference_ms(model, input_size, repeats=repeats),
         }
@@ -69,7 +69,7 @@ def layer_summary(model: nn.Module, input_size: tuple[int, int]) -> pd.DataFrame
                     "layer": name,
                     "type": type(mod).__name__,
                     "output": shape,
-                    "params": sum(p.numel() for p in mod.parameters(recurse=False)),
+                    "params": count_parameters(mod),  # a leaf: its own parameters
                 }
             )
 

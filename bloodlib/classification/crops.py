@@ -14,7 +14,13 @@ BCCD ground-truth boxes, and (later) the smear pipeline's detected boxes -- goes
    background (never black: black borders are an artefact a network can learn);
 4. an area-averaging resize to ``canvas_scale`` times the input size. The canvas is the
    input plus a margin that training augmentation rotates and shifts into view; the
-   classifier input is its centre (:meth:`CropPolicy.classifier_input`).
+   classifier input is its centre, pixels / 255 (:func:`centre_input`).
+
+Training and evaluation crop whole image sets into canvases (:meth:`CropPolicy.canvas`, one
+box per image, cached by :mod:`.canvases`); evaluation and the smear pipeline take the centre
+with :func:`centre_input`; the pipeline crops all WBC boxes of one image at once with
+:meth:`CropPolicy.classifier_inputs` (one white balance per image). All of them go through
+:meth:`CropPolicy.canvases`, so a detected box and an annotated one give the same input.
 
 Images without a box (dataset2 copies, whole-field images of another lab) get one from
 :func:`locate_wbc`, a colour rule that finds the largest purple (nucleus) blob.
@@ -22,6 +28,7 @@ Images without a box (dataset2 copies, whole-field images of another lab) get on
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -164,8 +171,16 @@ class CropPolicy:
         h, w = self.input_size
         return round(h * self.canvas_scale), round(w * self.canvas_scale)
 
+    def canvases(self, image: np.ndarray, boxes: np.ndarray | Sequence[Sequence[float]]) -> torch.Tensor:
+        """``(N, 3, Hc, Wc)`` uint8 canvases of ``boxes`` ``(N, 4)`` (``x0, y0, x1, y1`` pixels) in ``image``
+        (``(H, W, 3)`` uint8 RGB), white-balanced once for all boxes."""
+        _check_image(image)
+        if len(boxes) == 0:
+            return torch.zeros((0, 3, *self.canvas_size), dtype=torch.uint8)
+        return self._crop(white_balance(image, self.white_percentile), boxes)
+
     def canvas(self, image: np.ndarray, box: tuple[float, float, float, float] | None = None) -> torch.Tensor:
-        """``(3, Hc, Wc)`` uint8 canvas of ``box`` in ``image`` (``(H, W, 3)`` uint8 RGB).
+        """``(3, Hc, Wc)`` uint8 canvas of one ``box`` in ``image`` (``(H, W, 3)`` uint8 RGB).
 
         ``box=None`` locates the WBC with :func:`locate_wbc`; if none is found the whole image
         is used (centre, longer side).
@@ -176,16 +191,41 @@ class CropPolicy:
         if box is None:
             h, w = image.shape[:2]
             box = (0.0, 0.0, float(w), float(h))
-        window = crop_window(
-            balanced, box, out_size=self.canvas_size, context=self.context * self.canvas_scale, min_side=self.min_side
-        )
-        return torch.from_numpy(np.ascontiguousarray(window)).permute(2, 0, 1).contiguous()
+        return self._crop(balanced, [box])[0]
 
-    def classifier_input(self, image: np.ndarray, box: tuple[float, float, float, float] | None = None) -> torch.Tensor:
-        """``(3, h, w)`` float input in ``[0, 1]``: the centre of :meth:`canvas`, pixels / 255.
+    def classifier_inputs(self, image: np.ndarray, boxes: np.ndarray | Sequence[Sequence[float]]) -> torch.Tensor:
+        """``(N, 3, h, w)`` float classifier inputs in ``[0, 1]`` of ``boxes`` ``(N, 4)`` in ``image``:
+        :func:`centre_input` of :meth:`canvases`. What the smear pipeline calls with its detected WBCs."""
+        return centre_input(self.canvases(image, boxes), self.input_size)
 
-        This is what the smear pipeline calls with a detected box.
-        """
-        from bloodlib.classification.transforms import eval_transform
+    def _crop(self, balanced: np.ndarray, boxes: np.ndarray | Sequence[Sequence[float]]) -> torch.Tensor:
+        """``(N, 3, Hc, Wc)`` uint8 windows of ``boxes`` in a white-balanced image."""
+        windows = [
+            crop_window(
+                balanced,
+                tuple(float(v) for v in box),
+                out_size=self.canvas_size,
+                context=self.context * self.canvas_scale,
+                min_side=self.min_side,
+            )
+            for box in boxes
+        ]
+        return torch.from_numpy(np.stack(windows)).permute(0, 3, 1, 2).contiguous()
 
-        return eval_transform(self.input_size)(self.canvas(image, box))
+
+def centre_input(canvases: torch.Tensor, input_size: tuple[int, int]) -> torch.Tensor:
+    """Canvases -> classifier inputs: the centre ``input_size`` crop, pixels / 255 (no randomness).
+
+    Args:
+        canvases: ``(..., 3, Hc, Wc)`` uint8, ``Hc >= h`` and ``Wc >= w``.
+        input_size: ``(h, w)``.
+
+    Returns:
+        ``(..., 3, h, w)`` float32 in ``[0, 1]``; the crop's offset rounds as torchvision's ``CenterCrop``.
+    """
+    h, w = input_size
+    canvas_h, canvas_w = canvases.shape[-2:]
+    if canvases.dtype != torch.uint8 or canvas_h < h or canvas_w < w:
+        raise ValueError(f"canvases must be uint8 and at least {h}x{w}, got {canvases.dtype} {canvas_h}x{canvas_w}")
+    top, left = round((canvas_h - h) / 2.0), round((canvas_w - w) / 2.0)
+    return canvases[..., top : top + h, left : left + w].float().mul_(1.0 / 255)

@@ -20,10 +20,10 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from bloodlib.classification import sourcemap
+from bloodlib.classification.classes import CLASSES
 from bloodlib.paths import cache_dir
 
-CLASSES = ("EOSINOPHIL", "LYMPHOCYTE", "MONOCYTE", "NEUTROPHIL")
-SPLITS = ("TRAIN", "TEST", "TEST_SIMPLE")
 SOURCE_MAP = "dataset2-master_source_map.csv"
 
 #: Pairs of BCCD image numbers showing overlapping fields of one smear: >= 12 RANSAC inliers
@@ -68,9 +68,7 @@ def cached_source_map_path(blood_cells_dir: Path) -> Path:
     The digest (:func:`.sourcemap.input_digest`) covers the matching method and the names and
     sizes of the dataset2 images, so a changed method or data set gets a fresh rebuild.
     """
-    from bloodlib.classification.sourcemap import input_digest
-
-    name = f"{Path(SOURCE_MAP).stem}-{input_digest(blood_cells_dir)}.csv"
+    name = f"{Path(SOURCE_MAP).stem}-{sourcemap.input_digest(blood_cells_dir)}.csv"
     return cache_dir() / "derived" / "blood-cells" / name
 
 
@@ -92,7 +90,6 @@ def rebuild_source_map(blood_cells_dir: Path, target: Path, *, progress: bool = 
     Raises:
         SourceMapMissingError: BCCD is not available (not local, download failed).
     """
-    from bloodlib.classification.sourcemap import build_source_map
     from bloodlib.data import DataNotFoundError, locate
     from bloodlib.fsutil import atomic_write_text
 
@@ -107,7 +104,7 @@ def rebuild_source_map(blood_cells_dir: Path, target: Path, *, progress: bool = 
         flush=True,
     )
     start = time.perf_counter()
-    frame = build_source_map(blood_cells_dir, bccd, progress=progress)
+    frame = sourcemap.build_source_map(blood_cells_dir, bccd, progress=progress)
     atomic_write_text(target, frame.to_csv(index=False))
     print(f"{SOURCE_MAP} rebuilt in {time.perf_counter() - start:.0f} s", file=sys.stderr, flush=True)
     return target
@@ -179,19 +176,9 @@ def dataset2_index(blood_cells_dir: Path) -> pd.DataFrame:
         SourceMapMissingError: see :func:`load_source_map`.
         ValueError: an image on disk has no source-map row, or the labels disagree.
     """
-    root = Path(blood_cells_dir) / "dataset2-master" / "images"
-    rows = [
-        (split, label, path)
-        for split in SPLITS
-        for label in CLASSES
-        for path in sorted((root / split / label).glob("*.jpeg"))
-    ]
-    if not rows:
-        raise ValueError(f"no images under {root}/{{{','.join(SPLITS)}}}/<class>/*.jpeg")
-    files = pd.DataFrame(rows, columns=["split", "label", "path"])
-    files["fn"] = files["path"].map(lambda p: p.name)
-    smap = load_source_map(blood_cells_dir).rename(columns={"cls": "label"})
-    index = files.merge(smap[["split", "label", "fn", "srcid"]], on=["split", "label", "fn"], how="left")
+    files = sourcemap.dataset2_files(blood_cells_dir).rename(columns={"cls": "label"})
+    source_map = load_source_map(blood_cells_dir).rename(columns={"cls": "label"})
+    index = files.merge(source_map[["split", "label", "fn", "srcid"]], on=["split", "label", "fn"], how="left")
     if index["srcid"].isna().any():
         unmatched = index.loc[index["srcid"].isna(), "path"].head(3).tolist()
         raise ValueError(f"{index['srcid'].isna().sum()} image(s) have no row in {SOURCE_MAP}, e.g. {unmatched}")

@@ -14,14 +14,12 @@ from __future__ import annotations
 
 from typing import Any
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
 from torch.utils.data import DataLoader, Dataset, WeightedRandomSampler
 
 from bloodlib.classification.canvases import CanvasSet
-from bloodlib.classification.crops import CropPolicy
 from bloodlib.classification.models import split_outputs
 from bloodlib.classification.transforms import AugmentConfig, eval_transform, train_transform
 
@@ -163,17 +161,3 @@ class ClassifierTask:
     def rank(self, metrics: dict[str, float]) -> tuple[float, ...]:
         """Balanced accuracy first (the validation sources are unbalanced), then the lower loss."""
         return (metrics["bacc"], -metrics["loss"])
-
-
-@torch.no_grad()
-def classify_boxes(
-    model: nn.Module, policy: CropPolicy, image: np.ndarray, boxes: list[tuple[float, float, float, float]]
-) -> torch.Tensor:
-    """Class probabilities ``(N, C)`` of the WBC boxes ``(x0, y0, x1, y1)`` in an ``(H, W, 3)``
-    uint8 RGB smear image, through the training crop policy: what the smear pipeline calls."""
-    if not boxes:
-        return torch.zeros((0, 0))
-    inputs = torch.stack([policy.classifier_input(image, box) for box in boxes])
-    model.eval()
-    device = next(model.parameters()).device
-    return torch.softmax(model(inputs.to(device)).float().cpu(), dim=1)

@@ -163,16 +163,27 @@ def split_outputs(outputs: Any) -> tuple[torch.Tensor, torch.Tensor | None]:
 
 def _torchvision(name: str, pretrained: bool) -> nn.Module:
     """A torchvision ImageNet model (1000 classes), with ImageNet weights if ``pretrained``."""
-    import torchvision.models as tvm
+    from torchvision.models import (
+        DenseNet121_Weights,
+        Inception_V3_Weights,
+        MobileNet_V2_Weights,
+        ResNet50_Weights,
+        VGG16_BN_Weights,
+        densenet121,
+        inception_v3,
+        mobilenet_v2,
+        resnet50,
+        vgg16_bn,
+    )
 
     constructors = {
-        "resnet50": (tvm.resnet50, tvm.ResNet50_Weights.IMAGENET1K_V1, {}),
-        "densenet121": (tvm.densenet121, tvm.DenseNet121_Weights.IMAGENET1K_V1, {}),
-        "vgg16": (tvm.vgg16_bn, tvm.VGG16_BN_Weights.IMAGENET1K_V1, {}),
-        "mobilenet_v2": (tvm.mobilenet_v2, tvm.MobileNet_V2_Weights.IMAGENET1K_V1, {}),
+        "resnet50": (resnet50, ResNet50_Weights.IMAGENET1K_V1, {}),
+        "densenet121": (densenet121, DenseNet121_Weights.IMAGENET1K_V1, {}),
+        "vgg16": (vgg16_bn, VGG16_BN_Weights.IMAGENET1K_V1, {}),
+        "mobilenet_v2": (mobilenet_v2, MobileNet_V2_Weights.IMAGENET1K_V1, {}),
         "inception_v3": (
-            tvm.inception_v3,
-            tvm.Inception_V3_Weights.IMAGENET1K_V1,
+            inception_v3,
+            Inception_V3_Weights.IMAGENET1K_V1,
             {"aux_logits": True, "transform_input": False, "init_weights": True},
         ),
     }
@@ -244,8 +255,3 @@ def build_model(name: str, *, num_classes: int = 4, pretrained: bool = False) ->
         net.AuxLogits = AdaptiveInceptionAux(net.AuxLogits)
         min_size = 75
     return Backbone(net, IMAGENET_MEAN, IMAGENET_STD, min_size=min_size)
-
-
-def count_parameters(model: nn.Module) -> int:
-    """Number of trainable parameters."""
-    return sum(p.numel() for p in model.parameters() if p.requires_grad)

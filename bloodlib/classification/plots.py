@@ -8,7 +8,8 @@ import pandas as pd
 import torch
 from matplotlib.figure import Figure
 
-from bloodlib.classification.data import CLASSES
+from bloodlib import plots as shared_plots
+from bloodlib.classification.classes import CLASSES
 
 SHORT = [c[:3].title() for c in CLASSES]
 
@@ -99,40 +100,14 @@ def feature_maps_figure(
     return fig
 
 
-def confusion_axes(ax: plt.Axes, cm: np.ndarray, *, title: str) -> None:
-    """Row-normalised confusion matrix with counts, on ``ax``."""
-    rates = cm / np.maximum(cm.sum(1, keepdims=True), 1)
-    ax.imshow(rates, cmap="Blues", vmin=0, vmax=1)
-    for i in range(cm.shape[0]):
-        for j in range(cm.shape[1]):
-            colour = "white" if rates[i, j] > 0.6 else "black"
-            ax.text(j, i, f"{rates[i, j]:.2f}\n({cm[i, j]})", ha="center", va="center", fontsize=7, color=colour)
-    ax.set_xticks(range(len(SHORT)), SHORT, fontsize=8)
-    ax.set_yticks(range(len(SHORT)), SHORT, fontsize=8)
-    ax.set_xlabel("predicted", fontsize=8)
-    ax.set_ylabel("true", fontsize=8)
-    ax.set_title(title, fontsize=9)
-
-
 def confusion_figure(cm: np.ndarray, *, title: str) -> Figure:
-    fig, ax = plt.subplots(figsize=(4.2, 3.8))
-    confusion_axes(ax, cm, title=title)
-    fig.tight_layout()
-    return fig
+    """One model's ``(4, 4)`` confusion matrix (rows true, columns predicted; :func:`bloodlib.plots.confusion_figure`)."""
+    return shared_plots.confusion_figure(cm, title=title, labels=SHORT)
 
 
 def confusion_grid(cms: dict[str, np.ndarray], *, title: str, ncols: int = 4) -> Figure:
-    """One confusion matrix per model."""
-    nrows = int(np.ceil(len(cms) / ncols))
-    fig, axes = plt.subplots(nrows, ncols, figsize=(3.4 * ncols, 3.3 * nrows), squeeze=False)
-    for ax in axes.flat:
-        ax.axis("off")
-    for ax, (name, cm) in zip(axes.flat, cms.items()):
-        ax.axis("on")
-        confusion_axes(ax, cm, title=name)
-    fig.suptitle(title, fontsize=11)
-    fig.tight_layout()
-    return fig
+    """One confusion matrix per model (:func:`bloodlib.plots.confusion_grid`)."""
+    return shared_plots.confusion_grid(cms, title=title, labels=SHORT, ncols=ncols)
 
 
 def metric_bars(table: pd.DataFrame, *, metric: str, paper: dict[str, float], title: str) -> Figure:

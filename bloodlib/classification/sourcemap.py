@@ -49,7 +49,7 @@ import cv2
 import numpy as np
 import pandas as pd
 
-from bloodlib.classification.data import CLASSES, SPLITS
+from bloodlib.classification.classes import CLASSES, SPLITS
 
 #: (width, height) of the dataset2 images; the originals are resized to it.
 IMAGE_SIZE = (320, 240)

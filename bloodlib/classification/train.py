@@ -22,6 +22,7 @@ from typing import Any
 import pandas as pd
 import torch
 
+from bloodlib import runtime
 from bloodlib.classification.bccd import bccd_wbc_index
 from bloodlib.classification.canvases import CanvasSet, build_canvases
 from bloodlib.classification.crops import CropPolicy
@@ -204,6 +205,7 @@ def train(profile: str, root: Path) -> int:
     from bloodlib.params import load_params
 
     p = load_params(NOTEBOOK, profile, root)
+    runtime.configure(threads=p.num_threads)
     data = load_data(p)
     for name, trained in train_models(p, data).items():
         state = "cached" if trained.cached else "trained"

@@ -11,12 +11,14 @@ another lab.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
+from functools import partial
 
 import torch
 from torchvision.transforms import v2
 
-from bloodlib.classification.crops import WHITE
+from bloodlib.classification.crops import WHITE, centre_input
 
 
 @dataclass(frozen=True)
@@ -68,6 +70,7 @@ def train_transform(input_size: tuple[int, int], aug: AugmentConfig) -> v2.Compo
     return v2.Compose(steps)
 
 
-def eval_transform(input_size: tuple[int, int]) -> v2.Compose:
-    """Canvas -> input: centre crop to ``input_size``, pixels / 255 (no randomness)."""
-    return v2.Compose([v2.CenterCrop(list(input_size)), v2.ToDtype(torch.float32, scale=True)])
+def eval_transform(input_size: tuple[int, int]) -> Callable[[torch.Tensor], torch.Tensor]:
+    """Canvas(es) -> input(s): :func:`~bloodlib.classification.crops.centre_input` at ``input_size``
+    (centre crop, pixels / 255, no randomness), the crop every evaluation and the pipeline use."""
+    return partial(centre_input, input_size=tuple(input_size))

@@ -101,19 +101,20 @@ def pr_curves(
     return curves
 
 
-def filter_scores(
-    preds: Sequence[Prediction], threshold: float | dict[str, float], classes: Sequence[str] = CLASSES
-) -> list[Prediction]:
-    """Keep detections with ``score >= threshold`` (one number, or one per class name)."""
-    out = []
-    for p in preds:
-        if isinstance(threshold, dict):
-            cut = torch.tensor([threshold[classes[int(label) - 1]] for label in p["labels"]], dtype=p["scores"].dtype)
-        else:
-            cut = torch.full_like(p["scores"], float(threshold))
-        keep = p["scores"] >= cut
-        out.append({k: v[keep] for k, v in p.items()})
-    return out
+def above_threshold(
+    pred: Prediction, threshold: float | dict[str, float], classes: Sequence[str] = CLASSES
+) -> Prediction:
+    """The detections of one image with ``score >= threshold`` (one number, or one per class name).
+
+    Every tensor of ``pred`` (``boxes`` (N, 4), ``scores`` (N,), ``labels`` (N,) in ``1..len(classes)``)
+    is indexed by the same mask; the comparison runs in the scores' dtype.
+    """
+    if isinstance(threshold, dict):
+        cut = torch.tensor([threshold[classes[int(label) - 1]] for label in pred["labels"]], dtype=pred["scores"].dtype)
+    else:
+        cut = torch.full_like(pred["scores"], float(threshold))
+    keep = pred["scores"] >= cut
+    return {k: v[keep] for k, v in pred.items()}
 
 
 def precision_recall_at(
@@ -125,7 +126,7 @@ def precision_recall_at(
     matched ground truth / ground truth, precision = matched detections / detections.
     Returns ``{class: {"precision", "recall", "tp", "detections", "ground_truth"}}``.
     """
-    kept = filter_scores(preds, threshold)
+    kept = [above_threshold(p, threshold, classes) for p in preds]
     result = _coco(kept, annotations, extended=True)
     index = _class_index(result)
     out = {}
@@ -158,7 +159,7 @@ def count_frame(
     import pandas as pd
 
     _check(preds, annotations)
-    kept = filter_scores(preds, thresholds, classes)
+    kept = [above_threshold(p, thresholds, classes) for p in preds]
     rows = []
     for p, a in zip(kept, annotations):
         for k, name in enumerate(classes):

@@ -92,7 +92,3 @@ def feature_map_sizes(model: SSD) -> list[tuple[int, int]]:
         maps = model.backbone(torch.zeros(1, 3, IMAGE_SIZE, IMAGE_SIZE))
     model.train(was_training)
     return [tuple(m.shape[-2:]) for m in maps.values()]
-
-
-def count_parameters(model: torch.nn.Module) -> int:
-    return sum(p.numel() for p in model.parameters())

@@ -54,6 +54,7 @@ class DetectionParams:
     grad_clip: float
     eval_every: int
     seed: int
+    num_threads: int
     num_workers: int
 
     photometric_p: float

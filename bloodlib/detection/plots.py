@@ -10,6 +10,7 @@ import numpy as np
 import torch
 
 from bloodlib.detection.data import CLASSES, Annotation, read_image
+from bloodlib.detection.metrics import above_threshold
 
 COLORS = {"RBC": "#d62728", "WBC": "#1f77b4", "Platelets": "#2ca02c"}
 
@@ -29,12 +30,9 @@ def draw_boxes(
 
 
 def _kept(pred: dict[str, torch.Tensor], threshold: float | dict[str, float]) -> tuple[np.ndarray, np.ndarray]:
-    labels = pred["labels"].numpy()
-    cut = np.array(
-        [threshold[CLASSES[int(label) - 1]] if isinstance(threshold, dict) else threshold for label in labels]
-    )
-    keep = pred["scores"].numpy() >= cut if len(labels) else np.zeros(0, bool)
-    return pred["boxes"].numpy()[keep], labels[keep]
+    """Boxes ``(N, 4)`` and labels ``(N,)`` of :func:`~bloodlib.detection.metrics.above_threshold`."""
+    kept = above_threshold(pred, threshold)
+    return kept["boxes"].numpy(), kept["labels"].numpy()
 
 
 def detection_grid(

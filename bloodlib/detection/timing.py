@@ -60,8 +60,8 @@ def timing_table(
     """
     import pandas as pd
 
-    from bloodlib.detection.model import count_parameters
     from bloodlib.detection.tta import predict_tta
+    from bloodlib.torchutil import count_parameters
 
     rows = []
     reference = torchvision_reference(num_classes)

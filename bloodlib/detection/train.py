@@ -15,6 +15,7 @@ from typing import Any
 
 import torch
 
+from bloodlib import runtime
 from bloodlib.detection.backbones import BACKBONES
 from bloodlib.detection.baseline import HSVThresholds
 from bloodlib.detection.data import CLASSES, Annotation, BCCDDetection, load_split
@@ -136,6 +137,7 @@ def train_cli(profile: str, root: Path) -> int:
     from bloodlib.params import load_params
 
     p = load_params("01_detection", profile, root)
+    runtime.configure(threads=p.num_threads)
     parts = load_parts(p)
     for backbone in BACKBONES:
         trained = train_detector(p, backbone, parts)

@@ -9,44 +9,24 @@ from __future__ import annotations
 import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
-import seaborn as sns
 from matplotlib.figure import Figure
 from sklearn.calibration import calibration_curve
 from sklearn.metrics import auc, confusion_matrix, roc_curve
 
+from bloodlib import plots as shared_plots
 from bloodlib.diagnosis.models import DISPLAY_NAMES
 
 _LABELS = ("negative", "positive")
 
 
 def confusion_matrix_figure(y_true: np.ndarray, y_pred: np.ndarray, *, title: str | None = None) -> Figure:
-    """Seaborn heatmap of the 2x2 confusion matrix: counts and row-normalised percentages.
+    """The 2x2 confusion matrix of binary predictions (:func:`bloodlib.plots.confusion_figure`).
 
     Rows are the true class, columns the predicted class; colour = row percentage, so the
     diagonal reads as specificity (top) and sensitivity (bottom).
     """
     cm = confusion_matrix(y_true, y_pred, labels=[0, 1])
-    rows = cm.sum(axis=1, keepdims=True)
-    pct = np.divide(100.0 * cm, rows, out=np.zeros(cm.shape), where=rows > 0)
-    annot = np.array([[f"{cm[i, j]}\n({pct[i, j]:.1f}%)" for j in range(2)] for i in range(2)])
-    fig, ax = plt.subplots(figsize=(4.2, 3.6))
-    sns.heatmap(
-        pct,
-        annot=annot,
-        fmt="",
-        cmap="Blues",
-        vmin=0,
-        vmax=100,
-        cbar_kws={"label": "% of true class"},
-        xticklabels=_LABELS,
-        yticklabels=_LABELS,
-        ax=ax,
-    )
-    ax.set_xlabel("predicted")
-    ax.set_ylabel("true")
-    ax.set_title(title or f"Confusion matrix (n = {cm.sum()})")
-    fig.tight_layout()
-    return fig
+    return shared_plots.confusion_figure(cm, title=title or f"Confusion matrix (n = {cm.sum()})", labels=_LABELS)
 
 
 def mean_roc(oof: pd.DataFrame, *, grid_points: int = 101) -> tuple[np.ndarray, np.ndarray, np.ndarray]:

@@ -105,18 +105,16 @@ def analyze(
         ModelsNotFoundError: the detector or the classifier is not in the model cache.
         ValueError: bad ``age``/``sex``.
     """
-    import torch
-
+    from bloodlib import runtime
     from bloodlib.modelcache import models_root as default_root
-    from bloodlib.pipeline import covid as C
-    from bloodlib.pipeline import outputs as O
+    from bloodlib.pipeline import covid, outputs
     from bloodlib.pipeline.annotate import annotate, png_bytes
     from bloodlib.pipeline.infer import Classifier, Detector, run_fields_of
     from bloodlib.pipeline.models import load_models
 
     started = time.perf_counter()
     age_value, sex_code = check_demographics(age, sex)
-    torch.set_num_threads(p.num_threads)
+    runtime.configure(threads=p.num_threads)
     out = Path(out)
     root = Path(models_root) if models_root is not None else default_root()
     plan = plan_inputs(paths)
@@ -135,7 +133,7 @@ def analyze(
 
     def write(f: Field, r: FieldResult) -> None:
         png = png_bytes(annotate(r, title=f"{f.sample}/{f.name}")) if annotate_images else None
-        O.write_field(out / "samples" / f.sample, f, r, models.thresholds, png)
+        outputs.write_field(out / "samples" / f.sample, f, r, models.thresholds, png)
         r.rgb = None  # the image is no longer needed
 
     # one writer thread: PNG encoding and file writes overlap with inference (zlib and OpenCV release the GIL)
@@ -157,7 +155,7 @@ def analyze(
     samples = []
     demographics = {"age": age_value, "sex": {1: "M", 0: "F"}.get(sex_code)} if age_value is not None else {}
     for name, sample_fields in plan.samples.items():
-        agg = aggregate(name, plan.sources[name], sample_fields, results[name], C.COUNT_PSEUDO)
+        agg = aggregate(name, plan.sources[name], sample_fields, results[name], covid.COUNT_PSEUDO)
         if not agg.ok:
             prediction = _covid_unavailable("no image of this sample was analysed")
             if sample_fields:
@@ -166,18 +164,18 @@ def analyze(
             prediction = _covid_unavailable(covid_info["unavailable"])
         else:
             prediction = covid_model.predict(agg.features, age=age_value, sex=sex_code)
-        covid = covid_flags(agg, prediction, p.min_wbc_confident)
-        samples.append((agg, covid))
+        flags = covid_flags(agg, prediction, p.min_wbc_confident)
+        samples.append((agg, flags))
         folder = out / "samples" / name
-        atomic_write_text(folder / "fields.csv", O.fields_csv(sample_fields, results[name]))
+        atomic_write_text(folder / "fields.csv", outputs.fields_csv(sample_fields, results[name]))
         atomic_write_text(
             folder / "sample.json",
-            O.json_text(O.sample_payload(agg, covid, sample_fields, results[name], demographics)),
+            outputs.json_text(outputs.sample_payload(agg, flags, sample_fields, results[name], demographics)),
         )
 
-    atomic_write_text(out / "summary.csv", O.summary_csv(samples))
-    atomic_write_text(out / "messages.csv", O.messages_csv(problems))
-    atomic_write_text(out / "NOTICE.txt", O.NOTICE_TEXT)
+    atomic_write_text(out / "summary.csv", outputs.summary_csv(samples))
+    atomic_write_text(out / "messages.csv", outputs.messages_csv(problems))
+    atomic_write_text(out / "NOTICE.txt", outputs.NOTICE_TEXT)
     images_ok = sum(r.ok for rs in results.values() for r in rs)
     seconds = time.perf_counter() - started
     from bloodlib.params import as_dict
@@ -198,7 +196,7 @@ def analyze(
         "errors": sum(x.level == ERROR for x in problems),
         "warnings": sum(x.level == WARNING for x in problems),
     }
-    atomic_write_text(out / "run.json", O.json_text(info))
+    atomic_write_text(out / "run.json", outputs.json_text(info))
     return AnalyzeResult(out, samples, problems, len(fields), images_ok, seconds, info)
 
 

@@ -8,7 +8,7 @@ import zlib
 import cv2
 import numpy as np
 
-from bloodlib.classification.data import CLASSES as SUBTYPE_CLASSES
+from bloodlib.classification.classes import CLASSES as SUBTYPE_CLASSES
 from bloodlib.detection.data import CLASSES
 from bloodlib.pipeline import NOTICE
 from bloodlib.pipeline.infer import FieldResult

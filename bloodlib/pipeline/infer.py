@@ -8,8 +8,8 @@ Speed on a CPU, with results equal to the plain models' up to float rounding:
 - the detector's and the classifier's BatchNorm layers are folded into the preceding
   convolutions (:func:`fuse_conv_bn`) and both run in channels-last memory layout;
 - one forward pass per batch of images for the detector and one for all WBCs of the batch
-  for the classifier; each image is white-balanced once for all its WBCs (the crop policy of
-  :mod:`bloodlib.classification.crops`, unchanged).
+  for the classifier; each image is white-balanced once for all its WBCs
+  (:meth:`~bloodlib.classification.crops.CropPolicy.classifier_inputs`, the crop of training and evaluation).
 """
 
 from __future__ import annotations
@@ -28,9 +28,11 @@ from torch import nn
 from torch.utils.data import DataLoader, Dataset
 from torchvision.models.detection.image_list import ImageList
 
-from bloodlib.classification.crops import CropPolicy, crop_window, white_balance
-from bloodlib.classification.data import CLASSES as SUBTYPE_CLASSES
+from bloodlib import runtime
+from bloodlib.classification.classes import CLASSES as SUBTYPE_CLASSES
+from bloodlib.classification.crops import CropPolicy
 from bloodlib.detection.data import CLASSES
+from bloodlib.detection.metrics import above_threshold
 from bloodlib.pipeline.io import ImageInputError, load_image
 
 WBC_LABEL = CLASSES.index("WBC") + 1
@@ -120,37 +122,16 @@ class Detector:
 
 
 class Classifier:
-    """The WBC-subtype CNN with fused BatchNorm and the crop policy it was trained with."""
+    """The WBC-subtype CNN with fused BatchNorm and the crop policy it was trained with
+    (its inputs: :meth:`CropPolicy.classifier_inputs <bloodlib.classification.crops.CropPolicy.classifier_inputs>`)."""
 
     def __init__(self, model: nn.Module, policy: CropPolicy) -> None:
         self.model = fuse_conv_bn(model).to(memory_format=torch.channels_last)
         self.policy = policy
 
-    def inputs(self, rgb: np.ndarray, boxes: np.ndarray) -> torch.Tensor:
-        """``(N, 3, h, w)`` classifier inputs of the WBC ``boxes`` (N, 4) in ``rgb`` (one white balance)."""
-        if len(boxes) == 0:
-            return torch.zeros((0, 3, *self.policy.input_size))
-        p = self.policy
-        balanced = white_balance(rgb, p.white_percentile)
-        h, w = p.input_size
-        ch, cw = p.canvas_size
-        top, left = round((ch - h) / 2.0), round((cw - w) / 2.0)  # as torchvision's CenterCrop
-        crops = [
-            crop_window(
-                balanced,
-                tuple(map(float, box)),
-                out_size=p.canvas_size,
-                context=p.context * p.canvas_scale,
-                min_side=p.min_side,
-            )
-            for box in boxes
-        ]
-        canvas = torch.from_numpy(np.ascontiguousarray(np.stack(crops))).permute(0, 3, 1, 2)
-        return canvas[:, :, top : top + h, left : left + w].float().mul_(1.0 / 255)  # as torchvision's ToDtype
-
     @torch.inference_mode()
     def __call__(self, inputs: torch.Tensor) -> torch.Tensor:
-        """Class probabilities ``(N, 4)`` (order of :data:`bloodlib.classification.data.CLASSES`)."""
+        """Class probabilities ``(N, 4)`` (order of :data:`bloodlib.classification.classes.CLASSES`)."""
         if len(inputs) == 0:
             return torch.zeros((0, len(SUBTYPE_CLASSES)))
         return torch.softmax(self.model(inputs.contiguous(memory_format=torch.channels_last)), dim=1)
@@ -193,7 +174,7 @@ def _keep_list(batch: list[dict[str, Any]]) -> list[dict[str, Any]]:
 
 
 def _worker_init(_: int) -> None:
-    torch.set_num_threads(1)
+    runtime.configure(threads=1)
 
 
 def loader(
@@ -249,22 +230,19 @@ class FieldResult:
         return self.error is None
 
 
-def _kept(det: dict[str, torch.Tensor], thresholds: dict[str, float]) -> dict[str, np.ndarray]:
-    labels = det["labels"]
-    cut = torch.tensor([thresholds[CLASSES[int(k) - 1]] for k in labels], dtype=det["scores"].dtype)
-    keep = det["scores"] >= cut if len(labels) else torch.zeros(0, dtype=torch.bool)
-    return {k: v[keep].numpy() for k, v in det.items()}
-
-
 def _analyse_batch(
     items: list[dict[str, Any]], detector: Detector, classifier: Classifier, thresholds: dict[str, float]
 ) -> list[FieldResult]:
     """Detection (one pass), count thresholds, and classification of all WBCs (one pass) of decoded items."""
     inputs = torch.stack([item["input"] for item in items])
-    kept = [_kept(d, thresholds) for d in detector(inputs, [item["rgb"].shape[:2] for item in items])]
+    detections = detector(inputs, [item["rgb"].shape[:2] for item in items])
+    kept = [{k: v.numpy() for k, v in above_threshold(det, thresholds).items()} for det in detections]
     owners = [np.flatnonzero(det["labels"] == WBC_LABEL) for det in kept]
-    crops = [classifier.inputs(item["rgb"], det["boxes"][wbc]) for item, det, wbc in zip(items, kept, owners)]
-    probs = classifier(torch.cat(crops)).numpy()
+    wbc_inputs = [
+        classifier.policy.classifier_inputs(item["rgb"], det["boxes"][wbc])
+        for item, det, wbc in zip(items, kept, owners)
+    ]
+    probs = classifier(torch.cat(wbc_inputs)).numpy()
     out, start = [], 0
     for item, det, wbc in zip(items, kept, owners):
         n = len(det["labels"])

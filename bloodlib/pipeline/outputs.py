@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import csv
 import io
-import json
 import math
 from collections.abc import Iterable, Sequence
 from pathlib import Path
@@ -29,6 +28,7 @@ from typing import Any
 
 import numpy as np
 
+from bloodlib import jsonutil
 from bloodlib.detection.data import CLASSES
 from bloodlib.fsutil import atomic_write_bytes, atomic_write_text
 from bloodlib.pipeline import NOTICE
@@ -38,6 +38,7 @@ from bloodlib.pipeline.infer import FieldResult
 from bloodlib.pipeline.io import Field, Problem
 
 DIGITS = 4  # decimals of ratios, probabilities and scores
+JSON_DIGITS = 6  # decimals of floats in the JSON files
 BOX_DIGITS = 1  # decimals of box coordinates (pixels)
 
 NOTICE_TEXT = f"""{NOTICE}
@@ -82,25 +83,9 @@ def csv_text(header: Sequence[str], rows: Iterable[Sequence[Any]]) -> str:
     return buffer.getvalue()
 
 
-def _json_value(value: Any) -> Any:
-    if isinstance(value, dict):
-        return {str(k): _json_value(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_json_value(v) for v in value]
-    if isinstance(value, (bool, np.bool_)):
-        return bool(value)
-    if isinstance(value, (int, np.integer)):
-        return int(value)
-    if isinstance(value, (float, np.floating)):
-        return round(float(value), 6) if math.isfinite(float(value)) else None
-    if isinstance(value, Path):
-        return str(value)
-    return value
-
-
 def json_text(payload: dict[str, Any]) -> str:
-    """Pretty JSON with ``notice`` first, NaN as null, floats rounded to 6 decimals."""
-    return json.dumps(_json_value({"notice": NOTICE, **payload}), indent=2, allow_nan=False) + "\n"
+    """Pretty JSON with ``notice`` first, NaN as null, floats rounded to :data:`JSON_DIGITS` decimals."""
+    return jsonutil.json_text({"notice": NOTICE, **payload}, digits=JSON_DIGITS)
 
 
 DETECTION_HEADER = (

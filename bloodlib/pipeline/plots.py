@@ -9,6 +9,7 @@ import numpy as np
 import pandas as pd
 from matplotlib.figure import Figure
 
+from bloodlib import plots as shared_plots
 from bloodlib.detection.data import CLASSES
 from bloodlib.detection.metrics import count_errors
 
@@ -40,29 +41,11 @@ def count_scatter(images: pd.DataFrame, per_sample: pd.DataFrame) -> Figure:
 
 
 def confusion_figure(table: pd.DataFrame, *, title: str) -> Figure:
-    """A count table (rows annotated, columns pipeline incl. ``missed``) with counts and row shares."""
-    values = table.to_numpy(dtype=float)
-    share = values / np.maximum(values.sum(axis=1, keepdims=True), 1)
-    fig, ax = plt.subplots(figsize=(1.2 * values.shape[1] + 2, 1.0 * values.shape[0] + 1.5))
-    ax.imshow(share, cmap="Blues", vmin=0, vmax=1)
-    for i in range(values.shape[0]):
-        for j in range(values.shape[1]):
-            ax.text(
-                j,
-                i,
-                f"{int(values[i, j])}\n{share[i, j]:.0%}",
-                ha="center",
-                va="center",
-                fontsize=9,
-                color="white" if share[i, j] > 0.6 else "black",
-            )
-    ax.set_xticks(range(values.shape[1]), [str(c) for c in table.columns], rotation=30, ha="right")
-    ax.set_yticks(range(values.shape[0]), [str(i) for i in table.index])
-    ax.set_xlabel("detected + classified by the pipeline")
-    ax.set_ylabel("annotated (labels.csv)")
-    ax.set_title(title, fontsize=10)
-    fig.tight_layout()
-    return fig
+    """The chain's count table (rows annotated, columns pipeline incl. ``missed``; from
+    :func:`bloodlib.pipeline.evaluation.chain_confusion`) as :func:`bloodlib.plots.confusion_figure`."""
+    return shared_plots.confusion_figure(
+        table, title=title, xlabel="detected + classified by the pipeline", ylabel="annotated (labels.csv)"
+    )
 
 
 def feature_shift_figure(osr: pd.DataFrame, samples: pd.DataFrame, features: Sequence[str]) -> Figure:

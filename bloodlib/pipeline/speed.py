@@ -25,6 +25,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from bloodlib import runtime
 from bloodlib.pipeline.params import PipelineParams
 
 
@@ -80,7 +81,7 @@ def run_bench(
     """
     from bloodlib.pipeline.models import load_models
 
-    torch.set_num_threads(p.num_threads)
+    runtime.configure(threads=p.num_threads)
     paths = sorted(Path(image_dir).glob("*.jpg"))
     if len(paths) < max(images, torchvision_images):
         raise ValueError(f"{image_dir} holds {len(paths)} JPEGs, need {max(images, torchvision_images)}")

@@ -9,35 +9,15 @@ so a reader never sees half a file.
 
 from __future__ import annotations
 
-import json
-import math
 import re
 from pathlib import Path
 from typing import Any
 
 from bloodlib.fsutil import atomic_write_bytes, atomic_write_text
+from bloodlib.jsonutil import json_text
 from bloodlib.paths import project_root
 
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
-
-
-def _jsonable(value: Any) -> Any:
-    """Numpy scalars/arrays, tuples, Paths and NaN made JSON-safe (NaN -> null)."""
-    if isinstance(value, dict):
-        return {str(k): _jsonable(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_jsonable(v) for v in value]
-    if hasattr(value, "tolist"):  # numpy scalar or array
-        return _jsonable(value.tolist())
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    if isinstance(value, Path):
-        return str(value)
-    return value
-
-
-def dumps_json(value: Any) -> str:
-    return json.dumps(_jsonable(value), indent=2, sort_keys=False, allow_nan=False) + "\n"
 
 
 class ReportWriter:
@@ -88,4 +68,4 @@ class ReportWriter:
             if missing:
                 raise ValueError(f"summary row {row!r} lacks {sorted(missing)}")
         payload = {"notebook": self.notebook, "summary": summary or [], "metrics": metrics}
-        return atomic_write_text(self.dir / "metrics.json", dumps_json(payload))
+        return atomic_write_text(self.dir / "metrics.json", json_text(payload))

@@ -4,7 +4,8 @@ For each notebook ``notebooks/<name>.ipynb`` and a profile, :func:`run_notebook`
 
 1. loads ``params/<profile>/<name>.yaml`` through the notebook's schema;
 2. executes the notebook with papermill (kernel pinned, cwd = project root, cell
-   timeout from the profile) into a private staging folder, the notebook writing
+   timeout from the profile, the kernel started with the environment of
+   :mod:`bloodlib.runtime`) into a private staging folder, the notebook writing
    its figures, tables and ``metrics.json`` there through
    :class:`~bloodlib.report.ReportWriter`;
 3. on success renders HTML with nbconvert and moves everything into
@@ -20,6 +21,7 @@ from __future__ import annotations
 
 import json
 import shutil
+import sys
 import tempfile
 import time
 from concurrent.futures import Future, ThreadPoolExecutor, wait
@@ -28,12 +30,14 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from bloodlib import params as params_mod
+from bloodlib import runtime
 from bloodlib.fsutil import atomic_write_text, replace_dir
+from bloodlib.jsonutil import json_text
 from bloodlib.paths import project_root, reports_dir
 from bloodlib.report import provenance
-from bloodlib.report.artifacts import dumps_json
 
 KERNEL_NAME = "bloodlib"
+KERNEL_DISPLAY_NAME = "Python (bloodlib)"
 
 
 @dataclass
@@ -69,6 +73,31 @@ def select_notebooks(root: Path, only: list[str] | None) -> list[str]:
     return chosen
 
 
+def install_kernel(
+    kernel_name: str = KERNEL_NAME,
+    *,
+    display_name: str = KERNEL_DISPLAY_NAME,
+    prefix: str | Path | None = None,
+    user: bool = False,
+) -> Path:
+    """Register this Python as Jupyter kernel ``kernel_name``, with :data:`bloodlib.runtime.COMPUTE_ENV`
+    in its ``kernel.json`` (for JupyterLab; the report runner sets that environment itself).
+
+    Installed for the user with ``user``, else under ``prefix`` (default ``sys.prefix``: the virtual
+    environment, as ``ipykernel install --sys-prefix``). Returns the kernel spec's folder.
+    """
+    from ipykernel.kernelspec import install
+
+    where = install(
+        kernel_name=kernel_name,
+        display_name=display_name,
+        user=user,
+        prefix=None if user else str(prefix if prefix is not None else sys.prefix),
+        env=dict(runtime.COMPUTE_ENV),
+    )
+    return Path(where)
+
+
 def _check_kernel(kernel_name: str) -> None:
     from jupyter_client.kernelspec import KernelSpecManager, NoSuchKernel
 
@@ -77,7 +106,7 @@ def _check_kernel(kernel_name: str) -> None:
     except NoSuchKernel:
         raise RuntimeError(
             f"Jupyter kernel {kernel_name!r} is not installed; run `make reports` (or "
-            f"`python -m ipykernel install --sys-prefix --name {kernel_name}`) first"
+            f"`bloodlib kernel --name {kernel_name}`) first"
         ) from None
 
 
@@ -97,10 +126,14 @@ def run_notebook(
     root: Path | None = None,
     kernel_name: str = KERNEL_NAME,
 ) -> NotebookRun:
-    """Execute and render one notebook; see the module docstring for the files it writes."""
+    """Execute and render one notebook; see the module docstring for the files it writes.
+
+    The kernel inherits this process's environment, with :func:`bloodlib.runtime.configure` applied.
+    """
     import papermill
     from papermill.exceptions import PapermillExecutionError
 
+    runtime.configure()  # the kernel starts with this process's environment
     root = root or project_root()
     out_dir = reports_dir(profile, root)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -192,7 +225,7 @@ def run_reports(
         "profile": profile,
     }
     record["notebooks"].update({run.name: asdict(run) for run in runs})
-    atomic_write_text(out_dir / "runs.json", dumps_json(record))
+    atomic_write_text(out_dir / "runs.json", json_text(record))
     write_index(out_dir, record, root)
     return runs
 
