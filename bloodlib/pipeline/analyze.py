@@ -74,14 +74,7 @@ def _covid_model(p: PipelineParams, root: Path) -> tuple[Any, dict[str, Any]]:
         model = load_or_fit(p, root)
     except (OSError, RuntimeError, ValueError) as err:
         return None, {"unavailable": f"{type(err).__name__}: {err}"}
-    return model, {
-        "classifier": model.classifier,
-        "features": model.features,
-        "n": model.n,
-        "n_positive": model.n_positive,
-        "key": model.key,
-        "params": model.params,
-    }
+    return model, model.describe()
 
 
 def _covid_unavailable(reason: str) -> dict[str, Any]:

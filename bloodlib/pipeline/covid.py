@@ -137,6 +137,18 @@ class CovidModel:
     key: str
     params: dict[str, str] = field(default_factory=dict)
 
+    def describe(self) -> dict[str, Any]:
+        """What ``run.json`` and ``model.json`` say of the model (no fitted estimators)."""
+        return {
+            "classifier": self.classifier,
+            "features": self.features,
+            "n": self.n,
+            "n_positive": self.n_positive,
+            "key": self.key,
+            "params": self.params,
+            "ranges": self.ranges,
+        }
+
     def predict(self, values: dict[str, float], *, age: float | None = None, sex: int | None = None) -> dict[str, Any]:
         """P(COVID-19 positive) for one sample's scale-free ``values``.
 
@@ -214,11 +226,12 @@ def cache_key(p: PipelineParams) -> str:
     """Key of the fitted model: its parameters, scikit-learn's version and OSR's registry checksums."""
     import sklearn
 
-    from bloodlib.data import verify
+    from bloodlib.data import DataMismatchError, fingerprint
 
-    result = verify("covid-osr")
-    if not result.ok:
-        raise FileNotFoundError("OSR (covid-osr) is not available or does not verify: " + "; ".join(result.problems))
+    try:
+        data = {"covid-osr": fingerprint("covid-osr")}
+    except DataMismatchError as err:
+        raise FileNotFoundError(f"OSR (covid-osr) is not available or does not verify: {err}") from err
     spec = {
         "features": list(p.covid_features),
         "classifier": p.covid_classifier,
@@ -227,7 +240,7 @@ def cache_key(p: PipelineParams) -> str:
         "seed": p.seed,
         "sklearn": sklearn.__version__,
     }
-    return run_key(spec, {"covid-osr": result.as_dict()["sha256"]})
+    return run_key(spec, data)
 
 
 def load_or_fit(p: PipelineParams, root: Path) -> CovidModel:
@@ -249,18 +262,7 @@ def load_or_fit(p: PipelineParams, root: Path) -> CovidModel:
         atomic_write_bytes(path, buffer.getvalue())
         atomic_write_text(
             folder / "model.json",
-            json.dumps(
-                {
-                    "classifier": model.classifier,
-                    "features": model.features,
-                    "n": model.n,
-                    "n_positive": model.n_positive,
-                    "params": model.params,
-                    "ranges": model.ranges,
-                },
-                indent=2,
-            )
-            + "\n",
+            json.dumps(model.describe(), indent=2) + "\n",
         )
     except OSError:  # a read-only models folder: use the model uncached
         pass
