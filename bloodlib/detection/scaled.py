@@ -33,7 +33,7 @@ from bloodlib.detection.data import CLASSES, Annotation, read_image
 from bloodlib.detection.engine import DetectionTask
 from bloodlib.detection.metrics import Prediction, average_precision
 from bloodlib.detection.model import IMAGENET_MEAN
-from bloodlib.imaging.tiling import merge_tiles, tile_origins
+from bloodlib.imaging.tiling import merge_tiles, tile_batch, tile_origins
 
 RBC_LABEL = 1 + CLASSES.index("RBC")
 PAD_FILL = [round(255 * m) for m in IMAGENET_MEAN]  # what padding shows, in training and inference alike
@@ -147,17 +147,6 @@ class ScaledDetection(Dataset):
         return self.transforms(image, target)
 
 
-def _tiles(image: torch.Tensor, origins: list[tuple[int, int]], tile: int) -> torch.Tensor:
-    """``(T, 3, tile, tile)`` crops of a ``(3, H, W)`` image, padded with :data:`PAD_FILL` past its border."""
-    height, width = image.shape[-2:]
-    fill = torch.tensor(PAD_FILL, dtype=image.dtype).view(3, 1, 1) / (255 if image.is_floating_point() else 1)
-    out = fill.expand(len(origins), 3, tile, tile).clone()
-    for i, (x, y) in enumerate(origins):
-        crop = image[:, y : min(y + tile, height), x : min(x + tile, width)]
-        out[i, :, : crop.shape[1], : crop.shape[2]] = crop
-    return out
-
-
 @torch.no_grad()
 def predict_scaled(
     model: torch.nn.Module, image: torch.Tensor, diameter: float, *, spec: ScaleSpec, batch_size: int = 8
@@ -179,7 +168,7 @@ def predict_scaled(
     size = [max(1, round(height * scale)), max(1, round(width * scale))]
     resized = TF.resize(image, size, antialias=True)
     origins = tile_origins(size[1], size[0], spec.tile, spec.overlap)
-    tiles = _tiles(resized, origins, spec.tile)
+    tiles = tile_batch(resized, origins, spec.tile, fill=[v / 255 for v in PAD_FILL])
     device = next(model.parameters()).device
     per_tile = []
     for start in range(0, len(tiles), batch_size):

@@ -37,12 +37,17 @@ def tile_origins(width: int, height: int, tile: int, overlap: int) -> list[tuple
     return [(x, y) for y in ys for x in xs]
 
 
-def tile_batch(image: torch.Tensor, origins: Sequence[tuple[int, int]], tile: int) -> torch.Tensor:
-    """The (N, C, tile, tile) tiles of a (C, H, W) image at ``origins``, zero-padded past its border."""
+def tile_batch(
+    image: torch.Tensor, origins: Sequence[tuple[int, int]], tile: int, *, fill: Sequence[float] | None = None
+) -> torch.Tensor:
+    """The (N, C, tile, tile) tiles of a (C, H, W) image at ``origins``, padded past its border with
+    ``fill`` (one value per channel, in the image's units; default 0)."""
     if not isinstance(image, torch.Tensor) or image.ndim != 3:
         raise ValueError(f"image must be a (C, H, W) tensor, got {getattr(image, 'shape', type(image).__name__)}")
     channels, height, width = image.shape
     batch = image.new_zeros((len(origins), channels, tile, tile))
+    if fill is not None:
+        batch[:] = torch.as_tensor(fill, dtype=image.dtype).view(1, channels, 1, 1)
     for index, (x, y) in enumerate(origins):
         part = image[:, y : y + tile, x : x + tile]
         batch[index, :, : part.shape[1], : part.shape[2]] = part
