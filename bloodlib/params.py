@@ -34,6 +34,7 @@ SCHEMAS: dict[str, str] = {
     "02_wbc_subtypes": "bloodlib.classification.params:WbcSubtypesParams",
     "03_covid_diagnosis": "bloodlib.diagnosis.params:CovidDiagnosisParams",
     "04_pipeline": "bloodlib.pipeline.params:PipelineParams",
+    "05_generalisation": "bloodlib.general.params:GeneralParams",
 }
 
 # Parameters the report runner injects into every notebook besides its schema.
@@ -215,11 +216,12 @@ DATASETS: dict[str, tuple[str, ...]] = {
     "01_detection": ("BCCD",),
     "02_wbc_subtypes": ("blood-cells", "BCCD"),
     "03_covid_diagnosis": ("covid-osr", "covid-einstein"),
-    "04_pipeline": ("BCCD", "blood-cells", "covid-osr"),
+    "04_pipeline": ("BCCD", "blood-cells", "covid-osr", "bccd-relabel", "txl-pbc", "pbc"),
+    "05_generalisation": ("BCCD", "bccd-relabel", "txl-pbc", "blood-cells", "pbc"),
 }
 
 # Notebooks whose trained models a notebook reuses from the model cache: the report runner starts
 # it only after them (``bloodlib report --jobs N``).
 DEPENDS: dict[str, tuple[str, ...]] = {
-    "04_pipeline": ("01_detection", "02_wbc_subtypes"),
+    "04_pipeline": ("01_detection", "02_wbc_subtypes", "05_generalisation"),
 }

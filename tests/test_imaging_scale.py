@@ -169,7 +169,10 @@ def _labelled_fields(root, source: str, count: int):
         table = pd.read_csv(root / "txl-pbc" / "sources.csv")
         table = table[table["source"] == source].head(count)
         images = [root / "txl-pbc" / "images" / row.split / row.image for row in table.itertuples()]
-        labels = [root / "txl-pbc" / "labels" / row.split / (row.image.rsplit(".", 1)[0] + ".txt") for row in table.itertuples()]  # fmt: skip
+        labels = [
+            root / "txl-pbc" / "labels" / row.split / (row.image.rsplit(".", 1)[0] + ".txt")
+            for row in table.itertuples()
+        ]
     for image_path, label_path in zip(images, labels):
         image = cv2.cvtColor(cv2.imread(str(image_path)), cv2.COLOR_BGR2RGB)
         height, width = image.shape[:2]

@@ -131,9 +131,17 @@ def test_colour_stats_describe_a_field():
     (image,) = bccd_fields(0)
     stats = colour_stats(image)
     assert set(stats) == {
-        "stained_fraction", "background_L", "background_a", "background_b", "stained_L", "stained_a",
-        "stained_b", "stain1_saturation_deg", "stain2_saturation_deg", "stain_separation_deg",
-    }  # fmt: skip
+        "stained_fraction",
+        "background_L",
+        "background_a",
+        "background_b",
+        "stained_L",
+        "stained_a",
+        "stained_b",
+        "stain1_saturation_deg",
+        "stain2_saturation_deg",
+        "stain_separation_deg",
+    }
     assert all(math.isfinite(value) for value in stats.values())
     assert 0.2 < stats["stained_fraction"] < 0.9 and stats["background_L"] > stats["stained_L"]
     grey = colour_stats(cv2.cvtColor(cv2.cvtColor(image, cv2.COLOR_RGB2GRAY), cv2.COLOR_GRAY2RGB))

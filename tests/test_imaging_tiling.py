@@ -127,7 +127,13 @@ def test_merge_checks_its_arguments():
     with pytest.raises(ValueError, match="image_size"):
         merge_tiles([detection([])] * len(origins), origins, 256, 64, (0, 480))
     with pytest.raises(ValueError, match="differ in length"):
-        merge_tiles([{"boxes": torch.zeros((2, 4)), "scores": torch.zeros(1), "labels": torch.zeros(2)}], [(0, 0)], 256, 64, (256, 256))  # fmt: skip
+        merge_tiles(
+            [{"boxes": torch.zeros((2, 4)), "scores": torch.zeros(1), "labels": torch.zeros(2)}],
+            [(0, 0)],
+            256,
+            64,
+            (256, 256),
+        )
 
 
 @pytest.mark.parametrize("seed", range(8))

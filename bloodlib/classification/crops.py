@@ -36,6 +36,8 @@ import cv2
 import numpy as np
 import torch
 
+from bloodlib.imaging.stain import StainReference, normalize
+
 WHITE = 235  # background grey level after white balance (uint8)
 
 
@@ -148,6 +150,8 @@ class CropPolicy:
         min_side: smallest box side in pixels (tiny boxes are grown to it).
         white_percentile: per-channel percentile mapped to the background level.
         nucleus_to_cell: cell box / nucleus box, for :func:`locate_wbc`.
+        stain: colours every canvas is mapped to (:func:`bloodlib.imaging.stain.normalize`, per
+            canvas: a WBC with the red cells around it shows both stains); None = no normalisation.
     """
 
     input_size: tuple[int, int]
@@ -156,6 +160,7 @@ class CropPolicy:
     min_side: float
     white_percentile: float
     nucleus_to_cell: float
+    stain: StainReference | None = None
 
     def __post_init__(self) -> None:
         if len(self.input_size) != 2 or min(self.input_size) < 8:
@@ -210,7 +215,17 @@ class CropPolicy:
             )
             for box in boxes
         ]
-        return torch.from_numpy(np.stack(windows)).permute(0, 3, 1, 2).contiguous()
+        canvases = torch.from_numpy(np.stack(windows)).permute(0, 3, 1, 2).contiguous()
+        return canvases if self.stain is None else stain_normalized(canvases, self.stain)
+
+
+def stain_normalized(canvases: torch.Tensor, reference: StainReference) -> torch.Tensor:
+    """``(N, 3, Hc, Wc)`` uint8 canvases with each one's colours mapped to ``reference``
+    (:func:`bloodlib.imaging.stain.normalize`); what :class:`CropPolicy` with ``stain`` gives."""
+    out = [normalize(c.permute(1, 2, 0).numpy(), reference) for c in canvases]
+    if not out:
+        return canvases.clone()
+    return torch.from_numpy(np.stack(out)).permute(0, 3, 1, 2).contiguous()
 
 
 def centre_input(canvases: torch.Tensor, input_size: tuple[int, int]) -> torch.Tensor:

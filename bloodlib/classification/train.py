@@ -100,13 +100,12 @@ def train_val_split(p: WbcSubtypesParams, index: pd.DataFrame) -> pd.DataFrame:
     )
 
 
-def load_data(p: WbcSubtypesParams, *, progress: bool = True) -> WbcData:
-    """Index, split, and crop every image set (canvases cached, see :mod:`.canvases`)."""
+def dataset2_frames(p: WbcSubtypesParams) -> tuple[dict[str, pd.DataFrame], pd.DataFrame, pd.DataFrame, dict]:
+    """The task's five image sets as frames (module docstring), TRAIN's split, every usable BCCD box
+    and the BCCD boxes left out (with why)."""
     from bloodlib.data import locate
 
     blood_cells, bccd = locate("blood-cells"), locate("BCCD")
-    fingerprints = data_fingerprints()
-    policy = crop_policy(p)
     index = dataset2_index(blood_cells)
     bccd_all, skipped = bccd_wbc_index(bccd, blood_cells / "dataset-master" / "labels.csv")
     split = train_val_split(p, index)
@@ -117,12 +116,29 @@ def load_data(p: WbcSubtypesParams, *, progress: bool = True) -> WbcData:
         "TEST_SIMPLE": index[index["split"] == "TEST_SIMPLE"],
         "BCCD": bccd_all[~bccd_all["group"].isin(set(split["group"]))],
     }
+    return frames, split, bccd_all, skipped
+
+
+def crop_sets(
+    frames: dict[str, pd.DataFrame], policy: CropPolicy, fingerprints: dict[str, str], *, progress: bool = True
+) -> dict[str, CanvasSet]:
+    """A :class:`CanvasSet` per frame (canvases cached, see :mod:`.canvases`)."""
     sets = {}
     for name, frame in frames.items():
         frame = frame.reset_index(drop=True)
         canvases = build_canvases(frame, policy, data_checksums=fingerprints, desc=f"crop {name}", progress=progress)
         sets[name] = CanvasSet(name, frame, canvases)
-    return WbcData(policy, sets, split, bccd_all, skipped, fingerprints)
+    return sets
+
+
+def load_data(p: WbcSubtypesParams, *, progress: bool = True) -> WbcData:
+    """Index, split, and crop every image set."""
+    fingerprints = data_fingerprints()
+    policy = crop_policy(p)
+    frames, split, bccd_all, skipped = dataset2_frames(p)
+    return WbcData(
+        policy, crop_sets(frames, policy, fingerprints, progress=progress), split, bccd_all, skipped, fingerprints
+    )
 
 
 def val_groups(split: pd.DataFrame) -> list[int]:

@@ -82,6 +82,17 @@ def label_rbc_diameter(annotation: Annotation) -> float:
     return float(np.median(np.sqrt((whole[:, 2] - whole[:, 0]) * (whole[:, 3] - whole[:, 1]))))
 
 
+def field_diameter(annotation: Annotation) -> float:
+    """The RBC diameter of a labelled field: :func:`label_rbc_diameter`, or the classical estimate
+    (:func:`bloodlib.imaging.scale.estimate_rbc_diameter`) where no RBC is labelled."""
+    from bloodlib.imaging.scale import estimate_rbc_diameter
+
+    diameter = label_rbc_diameter(annotation)
+    if math.isnan(diameter):
+        diameter = estimate_rbc_diameter(read_image(annotation.image_path).permute(1, 2, 0).numpy()).diameter_px
+    return diameter
+
+
 class ScaledDetection(Dataset):
     """Training tiles at the canonical scale: ``(image float (3, tile, tile) in [0, 1], target)``.
 
@@ -193,7 +204,7 @@ class ScaledDetectionTask(DetectionTask):
     ) -> None:
         super().__init__(train_set, val_annotations, batch_size=batch_size, num_workers=num_workers)
         self.spec = train_set.spec
-        self.val_diameters = [label_rbc_diameter(a) for a in self.val_annotations]
+        self.val_diameters = [field_diameter(a) for a in self.val_annotations]
 
     def validate(self, model: torch.nn.Module) -> dict[str, float]:
         if not self.val_annotations:

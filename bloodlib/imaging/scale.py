@@ -160,9 +160,17 @@ def scale_errors(
             estimate = estimate_rbc_diameter(scaled)
             seconds = time.perf_counter() - start
             rows.append(
-                dict(image=index, source=source, scale=scale, truth_px=truth * scale, diameter_px=estimate.diameter_px,
-                     cells=estimate.cells, spread=estimate.spread, seconds=seconds)
-            )  # fmt: skip
+                dict(
+                    image=index,
+                    source=source,
+                    scale=scale,
+                    truth_px=truth * scale,
+                    diameter_px=estimate.diameter_px,
+                    cells=estimate.cells,
+                    spread=estimate.spread,
+                    seconds=seconds,
+                )
+            )
     errors = pd.DataFrame(rows)
     if not errors.empty:
         errors["relative_error"] = errors["diameter_px"] / errors["truth_px"] - 1.0
@@ -174,8 +182,13 @@ def summarize_scale_errors(errors: pd.DataFrame) -> pd.DataFrame:
     share within +-15 % and +-30 % (a missing estimate counts as outside), share without an estimate,
     median milliseconds."""
     absolute = errors["relative_error"].abs()
-    grouped = errors.assign(absolute=absolute, within15=absolute <= 0.15, within30=absolute <= 0.30,
-                            missing=errors["diameter_px"].isna(), ms=errors["seconds"] * 1e3)  # fmt: skip
+    grouped = errors.assign(
+        absolute=absolute,
+        within15=absolute <= 0.15,
+        within30=absolute <= 0.30,
+        missing=errors["diameter_px"].isna(),
+        ms=errors["seconds"] * 1e3,
+    )
     return grouped.groupby(["source", "scale"]).agg(
         images=("image", "size"),
         median_abs_error=("absolute", "median"),

@@ -1,0 +1,239 @@
+"""The general WBC-subtype classifier: dataset2 TRAIN and PBC, stain-normalised.
+
+Two sources of single-WBC fields with another microscope, camera and stain each: dataset2 (BCCD's
+cells, ~10k augmented copies of 277 originals; split by source image as in Task 2) and PBC
+(CellaVision, May-Gruenwald-Giemsa; 2,400 cells split per image, PBC has no donor ids). A
+:class:`Variant` names what one model is trained on (sources) and how (stain normalisation,
+colour augmentation); the deployed model is all sources with the profile's ``stain``.
+
+The crop policy, augmentation and recipe are Task 2's (``02_wbc_subtypes`` of the profile
+``classifier_profile``) except the epochs. Stain normalisation maps every canvas's colours to a
+reference fitted on training canvases of the variant's sources only
+(:func:`bloodlib.classification.crops.stain_normalized`); the reference is stored beside the
+weights (``stain.json``) so inference needs no training data.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+
+from bloodlib.classification import train as wbc
+from bloodlib.classification.canvases import CanvasSet
+from bloodlib.classification.crops import CropPolicy, stain_normalized
+from bloodlib.classification.engine import ClassifierTask
+from bloodlib.classification.models import build_model
+from bloodlib.classification.params import WbcSubtypesParams
+from bloodlib.fsutil import atomic_write_text
+from bloodlib.general.params import GeneralParams
+from bloodlib.imaging.stain import StainReference, fit_reference
+from bloodlib.modelcache import ModelRun
+from bloodlib.params import config_from, load_params
+from bloodlib.training import TrainedModel, fit, load_or_train
+
+SOURCES = ("dataset2", "PBC")
+TASK = "general/classifier"
+#: evaluation sets: validation (selection) and held-out cells of each source, and BCCD's own boxes
+EVAL_SETS = ("dataset2/val", "dataset2/TEST_SIMPLE", "dataset2/TEST", "BCCD", "PBC/val", "PBC/test")
+REFERENCE_CANVASES = 400  # training canvases a stain reference is fitted on
+
+
+@dataclass(frozen=True)
+class Variant:
+    """What a classifier is trained on and how.
+
+    Attributes:
+        sources: training sources, a subset of :data:`SOURCES`.
+        stain: ``"none"``, ``"reinhard"`` or ``"macenko"``.
+        colour_aug: Task 2's colour/stain jitter on (False: brightness, contrast, saturation, hue 0).
+    """
+
+    sources: tuple[str, ...]
+    stain: str
+    colour_aug: bool = True
+
+    def __post_init__(self) -> None:
+        if not self.sources or set(self.sources) - set(SOURCES):
+            raise ValueError(f"sources must be a non-empty subset of {SOURCES}, got {self.sources!r}")
+        if self.stain not in ("none", "reinhard", "macenko"):
+            raise ValueError(f"stain must be none, reinhard or macenko, got {self.stain!r}")
+
+    @property
+    def name(self) -> str:
+        return f"{'+'.join(self.sources)}, stain {self.stain}, colour jitter {'on' if self.colour_aug else 'off'}"
+
+    @property
+    def slug(self) -> str:
+        return f"{'+'.join(self.sources)}_{self.stain}_{'jitter' if self.colour_aug else 'nojitter'}"
+
+
+@dataclass
+class GeneralWbcData:
+    """Raw (not stain-normalised) canvases of every set of both sources, and their provenance."""
+
+    recipe: WbcSubtypesParams
+    policy: CropPolicy
+    sets: dict[str, CanvasSet]
+    val_groups: list[int]
+    fingerprints: dict[str, str]
+
+
+def recipe_params(p: GeneralParams) -> WbcSubtypesParams:
+    """Task 2's parameters of ``p.classifier_profile`` with the general model's epochs."""
+    recipe = load_params(wbc.NOTEBOOK, p.classifier_profile)
+    return dataclasses.replace(
+        recipe, models=[p.classifier_model], epochs_custom=p.classifier_epochs, epochs_standard=p.classifier_epochs
+    )
+
+
+def data_fingerprints() -> dict[str, str]:
+    from bloodlib.data import fingerprint
+
+    return {**wbc.data_fingerprints(), "pbc": fingerprint("pbc")}
+
+
+def load_data(p: GeneralParams, *, progress: bool = True) -> GeneralWbcData:
+    """Task 2's dataset2 sets and PBC split per image, cropped with Task 2's policy."""
+    from bloodlib.classification.sources import pbc_index, pbc_split
+    from bloodlib.data import locate
+
+    recipe = recipe_params(p)
+    fingerprints = data_fingerprints()
+    frames, split, _, _ = wbc.dataset2_frames(recipe)
+    fractions = (1 - p.pbc_val_fraction - p.pbc_test_fraction, p.pbc_val_fraction, p.pbc_test_fraction)
+    pbc = pbc_split(pbc_index(locate("pbc")), seed=p.seed, fractions=fractions)
+    named = {f"dataset2/{k}": v for k, v in frames.items() if k != "BCCD"}
+    named["BCCD"] = frames["BCCD"]
+    named.update({f"PBC/{part}": pbc[pbc["split"] == part] for part in ("train", "val", "test")})
+    policy = wbc.crop_policy(recipe)
+    sets = wbc.crop_sets(named, policy, fingerprints, progress=progress)
+    return GeneralWbcData(recipe, policy, sets, wbc.val_groups(split), fingerprints)
+
+
+def pooled(sets: list[CanvasSet], name: str) -> CanvasSet:
+    """One :class:`CanvasSet` of several (groups become strings, so sources never share one)."""
+    frames = [s.frame.assign(group=s.frame["group"].astype(str)) for s in sets]
+    return CanvasSet(name, pd.concat(frames, ignore_index=True), torch.cat([s.canvases for s in sets]))
+
+
+def fit_stain(data: GeneralWbcData, variant: Variant, seed: int) -> StainReference | None:
+    """The stain reference of ``variant``: fitted on up to :data:`REFERENCE_CANVASES` random
+    training canvases of its sources (None without normalisation)."""
+    if variant.stain == "none":
+        return None
+    train = pooled([data.sets[f"{s}/train"] for s in variant.sources], "train")
+    picks = np.random.default_rng(seed).permutation(len(train))[:REFERENCE_CANVASES]
+    return fit_reference([train.canvases[i].permute(1, 2, 0).numpy() for i in picks], variant.stain)
+
+
+def normalized(canvas_set: CanvasSet, reference: StainReference | None) -> CanvasSet:
+    if reference is None:
+        return canvas_set
+    return CanvasSet(canvas_set.name, canvas_set.frame, stain_normalized(canvas_set.canvases, reference))
+
+
+def run_params(p: GeneralParams, data: GeneralWbcData, variant: Variant) -> dict:
+    """Everything that defines the trained weights (the model-cache key hashes it)."""
+    return {
+        "recipe": wbc.run_params(data.recipe, p.classifier_model, data.val_groups),
+        "variant": dataclasses.asdict(variant),
+        "pbc_split": {"val": p.pbc_val_fraction, "test": p.pbc_test_fraction, "seed": p.seed},
+        "reference_canvases": REFERENCE_CANVASES,
+    }
+
+
+def model_run(p: GeneralParams, data: GeneralWbcData, variant: Variant, root: Path | None = None) -> ModelRun:
+    return ModelRun(f"{TASK}/{variant.slug}", run_params(p, data, variant), data.fingerprints, root)
+
+
+def stain_path(run: ModelRun) -> Path:
+    return run.folder / "stain.json"
+
+
+def load_stain(folder: Path) -> StainReference | None:
+    """The stain reference stored beside a classifier's weights (None if it has none)."""
+    values = json.loads((folder / "stain.json").read_text(encoding="utf-8"))
+    return StainReference.from_dict(values) if values else None
+
+
+def train_variant(
+    p: GeneralParams, data: GeneralWbcData, variant: Variant, *, progress: bool = True, models_root: Path | None = None
+) -> tuple[TrainedModel, StainReference | None]:
+    """The classifier of ``variant`` (from the cache, or trained and cached) and its stain reference."""
+    run = model_run(p, data, variant, models_root)
+    if run.is_complete() and stain_path(run).is_file():
+        reference = load_stain(run.folder)
+    else:
+        reference = fit_stain(data, variant, p.seed)
+    augment = wbc.augment_config(data.recipe)
+    if not variant.colour_aug:
+        augment = dataclasses.replace(augment, brightness=0.0, contrast=0.0, saturation=0.0, hue=0.0)
+    config = wbc.train_config(data.recipe, p.classifier_model)
+
+    def train(model: torch.nn.Module):
+        sets = [normalized(data.sets[f"{s}/{part}"], reference) for part in ("train", "val") for s in variant.sources]
+        half = len(variant.sources)
+        task = config_from(
+            ClassifierTask,
+            data.recipe,
+            train=pooled(sets[:half], "train"),
+            val=pooled(sets[half:], "val"),
+            input_size=data.policy.input_size,
+            augment=augment,
+        )
+        return fit(model, task, config, run=run, progress=progress, desc=variant.name)
+
+    name = p.classifier_model
+    trained = load_or_train(run, lambda: build_model(name, pretrained=False), train, name=variant.name, seed=p.seed)
+    if not stain_path(run).is_file():
+        atomic_write_text(stain_path(run), json.dumps(reference.to_dict() if reference else {}, indent=2) + "\n")
+    return trained, reference
+
+
+def deployed_variant(p: GeneralParams) -> Variant:
+    """The classifier ``bloodlib analyze`` uses: every source, the profile's stain normalisation."""
+    return Variant(SOURCES, p.stain, True)
+
+
+def policy_with_stain(policy: CropPolicy, reference: StainReference | None) -> CropPolicy:
+    """The crop policy that normalises each canvas like the classifier's training canvases."""
+    return dataclasses.replace(policy, stain=reference)
+
+
+def evaluate_variant(
+    trained: TrainedModel,
+    reference: StainReference | None,
+    data: GeneralWbcData,
+    *,
+    sets: tuple[str, ...] = EVAL_SETS,
+    bootstrap: int,
+    seed: int,
+) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Per-image predictions and a table per evaluation set: accuracy, balanced accuracy (macro
+    recall) and macro F1 with 95 % intervals resampling source images (:mod:`~bloodlib.classification.metrics`)."""
+    from bloodlib.classification.classes import CLASSES
+    from bloodlib.classification.evaluation import predictions
+    from bloodlib.classification.metrics import metrics_table
+
+    eval_sets = {name: normalized(data.sets[name], reference) for name in sets}
+    preds = predictions(
+        {trained.name: trained.model},
+        eval_sets,
+        data.policy.input_size,
+        batch_size=data.recipe.eval_batch_size,
+        tta=data.recipe.tta,
+    )
+    table = metrics_table(preds, n_classes=len(CLASSES), n_boot=bootstrap, seed=seed)
+    return preds, table.rename(
+        columns={
+            "recall": "balanced_accuracy",
+            "recall_lo": "balanced_accuracy_lo",
+            "recall_hi": "balanced_accuracy_hi",
+        }
+    )
