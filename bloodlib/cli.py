@@ -5,7 +5,7 @@ bloodlib data fetch NAME... | --all     download into the user cache and verify
 bloodlib data verify NAME... | --all    hash every file against the registry
 bloodlib report [--profile cpu] [--only NAME ...] [--jobs N]
 bloodlib train [TASK|all] [--profile cpu]  train a task's models (default: all) into the model cache
-bloodlib analyze PATH... [--out DIR] [--models DIR] [--age N --sex M|F]
+bloodlib analyze PATH... [--out DIR] [--models DIR] [--model-set general|bccd] [--um-per-pixel UM] [--age N --sex M|F]
                                         smear images -> counts, differential, COVID-19 probability
 bloodlib kernel [--name bloodlib] [--prefix DIR | --user]
                                         register the Jupyter kernel (with the compute environment)
@@ -27,6 +27,7 @@ from bloodlib.report.runner import KERNEL_NAME
 TRAINERS: dict[str, str] = {
     "detection": "bloodlib.detection.train:train_cli",
     "wbc": "bloodlib.classification.train:train",
+    "general": "bloodlib.general.models:train_cli",
 }
 
 
@@ -165,6 +166,18 @@ def build_parser() -> argparse.ArgumentParser:
     analyze.add_argument("--out", default="bloodlib-analysis", help="output folder (default: ./bloodlib-analysis)")
     analyze.add_argument(
         "--models", metavar="DIR", help="models root laid out like BLOODLIB_MODELS (default: the model cache)"
+    )
+    analyze.add_argument(
+        "--model-set",
+        choices=["general", "bccd"],
+        help="general: trained beyond BCCD, any magnification (the profile's default); bccd: the paper-reproduction models",
+    )
+    analyze.add_argument(
+        "--um-per-pixel",
+        type=float,
+        metavar="UM",
+        help="pixel size in micrometres, if known (e.g. 0.1 for a 100x objective on many cameras); default: "
+        "estimate each field's scale from its red cells (general models only)",
     )
     analyze.add_argument("--age", type=float, help="patient age in years (with --sex)")
     analyze.add_argument("--sex", choices=["M", "F", "m", "f"], help="patient sex (with --age)")

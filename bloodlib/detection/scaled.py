@@ -158,6 +158,45 @@ class ScaledDetection(Dataset):
         return self.transforms(image, target)
 
 
+@dataclass
+class FieldTiles:
+    """A field rescaled to the canonical scale and cut into tiles.
+
+    Attributes:
+        tiles: ``(T, 3, tile, tile)`` float in [0, 1], padded with :data:`PAD_FILL` past the field.
+        origins: each tile's top-left corner ``(x, y)`` in the rescaled field.
+        size: ``(width, height)`` of the rescaled field.
+        factors: ``(x, y)`` rescaled / original pixels.
+    """
+
+    tiles: torch.Tensor
+    origins: list[tuple[int, int]]
+    size: tuple[int, int]
+    factors: tuple[float, float]
+
+    def merge(self, per_tile: Sequence[Prediction], spec: ScaleSpec) -> Prediction:
+        """One tile's detections each (tile pixels) -> the field's, in the original field's pixels."""
+        merged = merge_tiles(per_tile, self.origins, spec.tile, spec.overlap, self.size)
+        boxes = merged["boxes"] / torch.tensor([*self.factors, *self.factors], dtype=merged["boxes"].dtype)
+        return {"boxes": boxes, "scores": merged["scores"], "labels": merged["labels"]}
+
+
+def field_tiles(rgb: np.ndarray, diameter: float, spec: ScaleSpec) -> FieldTiles:
+    """Rescale an ``(H, W, 3)`` uint8 RGB field whose RBCs are ``diameter`` pixels across to the
+    canonical scale (area interpolation when shrinking, bilinear when enlarging) and tile it."""
+    import cv2
+
+    height, width = rgb.shape[:2]
+    scale = spec.field_scale(width, height, diameter)
+    size = (max(1, round(width * scale)), max(1, round(height * scale)))
+    shrinking = size[0] < width
+    resized = cv2.resize(rgb, size, interpolation=cv2.INTER_AREA if shrinking else cv2.INTER_LINEAR)
+    image = torch.from_numpy(resized).permute(2, 0, 1).float().div_(255)
+    origins = tile_origins(size[0], size[1], spec.tile, spec.overlap)
+    tiles = tile_batch(image, origins, spec.tile, fill=[v / 255 for v in PAD_FILL])
+    return FieldTiles(tiles, origins, size, (size[0] / width, size[1] / height))
+
+
 @torch.no_grad()
 def predict_scaled(
     model: torch.nn.Module, image: torch.Tensor, diameter: float, *, spec: ScaleSpec, batch_size: int = 8
@@ -166,28 +205,20 @@ def predict_scaled(
 
     Args:
         model: an SSD trained on :class:`ScaledDetection` tiles (eval mode is set here).
-        image: ``(3, H, W)`` uint8, or float in [0, 1].
+        image: ``(3, H, W)`` uint8.
         diameter: the field's RBC diameter in pixels (estimated, labelled or from the magnification).
 
     Returns:
         ``boxes`` (N, 4) XYXY in the field's pixels, ``scores`` (N,), ``labels`` (N,).
     """
     model.eval()
-    image = image.float().div(255) if not image.is_floating_point() else image
-    height, width = image.shape[-2:]
-    scale = spec.field_scale(width, height, diameter)
-    size = [max(1, round(height * scale)), max(1, round(width * scale))]
-    resized = TF.resize(image, size, antialias=True)
-    origins = tile_origins(size[1], size[0], spec.tile, spec.overlap)
-    tiles = tile_batch(resized, origins, spec.tile, fill=[v / 255 for v in PAD_FILL])
+    field = field_tiles(image.permute(1, 2, 0).numpy(), diameter, spec)
     device = next(model.parameters()).device
     per_tile = []
-    for start in range(0, len(tiles), batch_size):
-        batch = list(tiles[start : start + batch_size].to(device))
+    for start in range(0, len(field.tiles), batch_size):
+        batch = list(field.tiles[start : start + batch_size].to(device))
         per_tile += [{k: v.detach().cpu() for k, v in d.items()} for d in model(batch)]
-    merged = merge_tiles(per_tile, origins, spec.tile, spec.overlap, (size[1], size[0]))
-    boxes = merged["boxes"] / torch.tensor([size[1] / width, size[0] / height] * 2)
-    return {"boxes": boxes, "scores": merged["scores"], "labels": merged["labels"]}
+    return field.merge(per_tile, spec)
 
 
 class ScaledDetectionTask(DetectionTask):

@@ -138,10 +138,10 @@ def normalized(canvas_set: CanvasSet, reference: StainReference | None) -> Canva
     return CanvasSet(canvas_set.name, canvas_set.frame, stain_normalized(canvas_set.canvases, reference))
 
 
-def run_params(p: GeneralParams, data: GeneralWbcData, variant: Variant) -> dict:
+def run_params(p: GeneralParams, recipe: WbcSubtypesParams, val_groups: list[int], variant: Variant) -> dict:
     """Everything that defines the trained weights (the model-cache key hashes it)."""
     return {
-        "recipe": wbc.run_params(data.recipe, p.classifier_model, data.val_groups),
+        "recipe": wbc.run_params(recipe, p.classifier_model, val_groups),
         "variant": dataclasses.asdict(variant),
         "pbc_split": {"val": p.pbc_val_fraction, "test": p.pbc_test_fraction, "seed": p.seed},
         "reference_canvases": REFERENCE_CANVASES,
@@ -149,7 +149,8 @@ def run_params(p: GeneralParams, data: GeneralWbcData, variant: Variant) -> dict
 
 
 def model_run(p: GeneralParams, data: GeneralWbcData, variant: Variant, root: Path | None = None) -> ModelRun:
-    return ModelRun(f"{TASK}/{variant.slug}", run_params(p, data, variant), data.fingerprints, root)
+    params = run_params(p, data.recipe, data.val_groups, variant)
+    return ModelRun(f"{TASK}/{variant.slug}", params, data.fingerprints, root)
 
 
 def stain_path(run: ModelRun) -> Path:

@@ -277,3 +277,20 @@ def _macenko(image: np.ndarray, reference: StainReference) -> np.ndarray:
     target = np.array(reference.background) + 1.0
     rgb = target * np.exp(-concentrations @ np.array(reference.stains)) - 1.0
     return np.clip(np.nan_to_num(rgb), 0, 255).round().reshape(image.shape).astype(np.uint8)
+
+
+COLOUR_SIDE = 160  # fields are shrunk to this longer side before their colour statistics
+
+
+def field_colour_stats(rgb: np.ndarray) -> dict[str, float]:
+    """:func:`colour_stats` of an ``(H, W, 3)`` uint8 field shrunk to
+    :data:`COLOUR_SIDE` pixels on its longer side (fast; what training and inference both use)."""
+    import cv2
+
+    height, width = rgb.shape[:2]
+    factor = COLOUR_SIDE / max(height, width)
+    if factor < 1:
+        rgb = cv2.resize(
+            rgb, (max(1, round(width * factor)), max(1, round(height * factor))), interpolation=cv2.INTER_AREA
+        )
+    return colour_stats(rgb)

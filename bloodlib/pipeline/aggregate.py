@@ -17,6 +17,7 @@ from bloodlib.detection.data import CLASSES
 from bloodlib.pipeline.features import SUBTYPES, scale_free_features
 from bloodlib.pipeline.infer import FieldResult
 from bloodlib.pipeline.io import Field
+from bloodlib.pipeline.ood import sample_flags
 
 #: Output names of the detection classes (``CLASSES`` order).
 CELL_COLUMNS: tuple[str, ...] = ("rbc", "wbc", "platelets")
@@ -44,6 +45,7 @@ class SampleAggregate:
     differential_pct: dict[str, float] = field(default_factory=dict)
     ratios: dict[str, float] = field(default_factory=dict)
     features: dict[str, float] = field(default_factory=dict)
+    flags: dict[str, Any] | None = None
 
     @property
     def ok(self) -> bool:
@@ -81,6 +83,10 @@ def aggregate(
         pseudo_count=pseudo_count,
     )
     agg.features = {k: float(v) for k, v in frame.iloc[0].items()} if ok else {k: math.nan for k in frame.columns}
+    checked = [r for r in ok if r.flags is not None]
+    if checked:
+        uncertain = sum(r.flags["wbc_uncertain"] for r in checked)
+        agg.flags = sample_flags([r.flags["ood"] for r in checked], uncertain, t["wbc"])
     return agg
 
 

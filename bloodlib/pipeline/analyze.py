@@ -102,8 +102,9 @@ def analyze(
     from bloodlib.modelcache import models_root as default_root
     from bloodlib.pipeline import covid, outputs
     from bloodlib.pipeline.annotate import annotate, png_bytes
-    from bloodlib.pipeline.infer import Classifier, Detector, run_fields_of
+    from bloodlib.pipeline.infer import Classifier, run_fields_of
     from bloodlib.pipeline.models import load_models
+    from bloodlib.pipeline.ood import flag_field
 
     started = time.perf_counter()
     age_value, sex_code = check_demographics(age, sex)
@@ -117,7 +118,8 @@ def analyze(
     if covid_model is None:
         reason = covid_info["unavailable"]
         problems.append(Problem(WARNING, "", "", f"no COVID-19 model, probabilities left empty: {reason}"))
-    detector, classifier = Detector(models.detector, p.precision), Classifier(models.classifier, models.policy)
+    detector = models.fast_detector(p.precision, um_per_pixel=p.um_per_pixel)
+    classifier = Classifier(models.classifier, models.policy)
 
     fields = plan.fields
     results: dict[str, list] = {s: [] for s in plan.samples}
@@ -134,8 +136,13 @@ def analyze(
         pending: deque[Future] = deque()
         for f, r in zip(fields, stream):
             if r.ok:
+                flag_field(r, models.ood)
                 pending.append(writer.submit(write, f, r))
                 problems += [Problem(WARNING, f.sample, str(f.path), w) for w in r.warnings]
+                if r.flags and r.flags["ood"]:
+                    problems.append(
+                        Problem(WARNING, f.sample, str(f.path), "unlike the training data: " + r.flags["ood_reasons"])
+                    )
             else:
                 problems.append(Problem(ERROR, f.sample, str(f.path), r.error or "failed"))
             results[f.sample].append(r)
@@ -208,9 +215,11 @@ def print_report(result: AnalyzeResult, write: Any = print) -> None:
         )
         nlr = agg.ratios["nlr"]
         nlr_text = "n/a (no lymphocyte)" if math.isnan(nlr) else f"{nlr:.2f}"
+        flagged = (agg.flags or {}).get("flagged")
         write(
             f"{agg.sample}: {agg.fields_ok}/{agg.fields} images, RBC {t['rbc']}, WBC {t['wbc']}, platelets "
             f"{t['platelets']}; NLR {nlr_text}; COVID-19 probability {prob_text}"
+            + (f"; FLAGGED: {'; '.join(agg.flags['flag_reasons'])}" if flagged else "")
         )
     errors = [p for p in result.problems if p.level == ERROR]
     warnings = [p for p in result.problems if p.level == WARNING]
@@ -232,6 +241,7 @@ def print_report(result: AnalyzeResult, write: Any = print) -> None:
 def analyze_cli(args: Any) -> int:
     """The ``bloodlib analyze`` command (arguments parsed in :mod:`bloodlib.cli`): 0 ok, 1 an input
     failed, 2 no models or bad arguments."""
+    import dataclasses
     import sys
 
     from bloodlib.params import ParamsError, load_params
@@ -239,6 +249,10 @@ def analyze_cli(args: Any) -> int:
 
     try:
         p = load_params("04_pipeline", args.profile)
+        overrides = {"models": args.model_set, "um_per_pixel": args.um_per_pixel}
+        p = dataclasses.replace(p, **{k: v for k, v in overrides.items() if v is not None})
+        if p.um_per_pixel and p.models != "general":
+            raise ValueError("--um-per-pixel needs the general models (the BCCD models see every field at 300x300)")
         result = analyze(
             args.paths,
             args.out,

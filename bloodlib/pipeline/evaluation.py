@@ -230,18 +230,18 @@ def sample_predictions(
 
 
 def precision_check(
-    detector_model: torch.nn.Module, val: Sequence[Annotation], test: Sequence[Annotation], *, batch_size: int
+    models: Any, val: Sequence[Annotation], test: Sequence[Annotation], *, batch_size: int
 ) -> pd.DataFrame:
     """The detector through the pipeline in float32 and in bfloat16: test mAP@0.5 and count errors at
     thresholds chosen on ``val`` with the same precision, and detection images/s on ``test``."""
     import time
 
     from bloodlib.detection.metrics import average_precision, choose_count_thresholds, count_frame, count_summary
-    from bloodlib.pipeline.infer import PRECISIONS, Detector, detect_paths
+    from bloodlib.pipeline.infer import PRECISIONS, detect_paths
 
     rows = []
     for precision in PRECISIONS:
-        detector = Detector(detector_model, precision)
+        detector = models.fast_detector(precision)
         thresholds = choose_count_thresholds(
             detect_paths(detector, [a.image_path for a in val], batch_size=batch_size), val
         )

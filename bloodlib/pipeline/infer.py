@@ -33,6 +33,7 @@ from bloodlib.classification.classes import CLASSES as SUBTYPE_CLASSES
 from bloodlib.classification.crops import CropPolicy
 from bloodlib.detection.data import CLASSES
 from bloodlib.detection.metrics import above_threshold
+from bloodlib.detection.scaled import ScaleSpec, field_tiles
 from bloodlib.pipeline.io import ImageInputError, load_image
 
 WBC_LABEL = CLASSES.index("WBC") + 1
@@ -108,6 +109,10 @@ class Detector:
         """``rgb (H, W, 3) uint8 -> (3, h, w)`` network input (a picklable function)."""
         return partial(ssd_input, size=self.size, mean=self.mean, std=self.std)
 
+    def detect_items(self, items: Sequence[dict[str, Any]]) -> list[dict[str, torch.Tensor]]:
+        """Detections of decoded items (:class:`FieldDataset`), boxes in the pixels of each item's ``rgb``."""
+        return self(torch.stack([item["input"] for item in items]), [item["rgb"].shape[:2] for item in items])
+
     @torch.inference_mode()
     def __call__(self, inputs: torch.Tensor, sizes: Sequence[tuple[int, int]]) -> list[dict[str, torch.Tensor]]:
         """Detections of a batch of prepared inputs ``(B, 3, h, w)``; boxes in the pixels of ``sizes`` ``(H, W)``."""
@@ -119,6 +124,69 @@ class Detector:
         anchors = self.model.anchor_generator(images, features)
         detections = self.model.postprocess_detections(head, anchors, images.image_sizes)
         return self.model.transform.postprocess(detections, images.image_sizes, list(sizes))
+
+
+def scaled_input(
+    rgb: np.ndarray,
+    *,
+    spec: ScaleSpec,
+    mean: tuple[float, ...],
+    std: tuple[float, ...],
+    diameter: float | None,
+) -> dict[str, Any]:
+    """``(H, W, 3)`` uint8 RGB -> the normalised tiles of :func:`~bloodlib.detection.scaled.field_tiles`, the
+    field's colour statistics (:func:`~bloodlib.imaging.stain.field_colour_stats`) and how it was scaled: its RBC ``diameter`` (pixels) if given, else estimated
+    (:func:`~bloodlib.imaging.scale.estimate_rbc_diameter`); a field without measurable cells is
+    fitted into one tile (``source: "fallback"``)."""
+    from bloodlib.imaging.scale import estimate_rbc_diameter
+    from bloodlib.imaging.stain import field_colour_stats
+
+    info: dict[str, Any] = {"source": "given", "cells": None, "spread": None}
+    if diameter is None:
+        estimate = estimate_rbc_diameter(rgb)
+        diameter = estimate.diameter_px
+        info = {"source": "estimated", "cells": estimate.cells, "spread": estimate.spread}
+        if not np.isfinite(diameter) or diameter <= 0:
+            diameter = spec.rbc_diameter * max(rgb.shape[:2]) / spec.tile
+            info["source"] = "fallback"
+    field_ = field_tiles(rgb, diameter, spec)
+    tiles = (field_.tiles - torch.tensor(mean).view(1, 3, 1, 1)) / torch.tensor(std).view(1, 3, 1, 1)
+    field_.tiles = field_.tiles[:0]  # only the geometry travels with it
+    info.update({"rbc_diameter_px": float(diameter), "factor": field_.factors[0], "tiles": len(tiles)})
+    return {"tiles": tiles, "field": field_, "scale": info, "colour": field_colour_stats(rgb)}
+
+
+class ScaledDetector(Detector):
+    """The general detector (:mod:`bloodlib.detection.scaled`): every field rescaled to the canonical
+    cell scale and tiled in the DataLoader workers; all tiles of a batch in one forward pass; each
+    field's tile detections merged and mapped back to its pixels.
+
+    ``diameter``: every field's RBC diameter in pixels when the user knows it (``--um-per-pixel``),
+    None to estimate it per field.
+    """
+
+    def __init__(
+        self, model: nn.Module, spec: ScaleSpec, precision: str = "float32", *, diameter: float | None = None
+    ) -> None:
+        super().__init__(model, precision)
+        if diameter is not None and not diameter > 0:
+            raise ValueError(f"diameter must be a positive number of pixels, got {diameter!r}")
+        self.spec, self.diameter = spec, diameter
+
+    @property
+    def prepare(self) -> Any:
+        return partial(scaled_input, spec=self.spec, mean=self.mean, std=self.std, diameter=self.diameter)
+
+    def detect_items(self, items: Sequence[dict[str, Any]]) -> list[dict[str, torch.Tensor]]:
+        tiles = torch.cat([item["input"]["tiles"] for item in items])
+        size = (self.spec.tile, self.spec.tile)
+        per_tile = self(tiles, [size] * len(tiles))
+        out, start = [], 0
+        for item in items:
+            count = len(item["input"]["tiles"])
+            out.append(item["input"]["field"].merge(per_tile[start : start + count], self.spec))
+            start += count
+        return out
 
 
 class Classifier:
@@ -210,6 +278,10 @@ class FieldResult:
         subtype_prob: ``(N, 4)`` classifier probabilities for WBCs (zeros otherwise).
         rgb: the image as analysed (resized if it was too large); dropped after writing outputs.
         scale: ``rgb`` side / the file's side.
+        cell_scale: how the general detector scaled the field (RBC diameter in ``rgb`` pixels, its
+            source, the estimate's cells and spread, the factor, the tiles); None for the BCCD detector.
+        colour: the field's colour statistics (general models only).
+        flags: out-of-distribution flags (:func:`bloodlib.pipeline.ood.flag_field`), None if not checked.
     """
 
     index: int
@@ -224,6 +296,9 @@ class FieldResult:
     subtype_prob: np.ndarray = field(default_factory=lambda: np.zeros((0, len(SUBTYPE_CLASSES)), np.float32))
     rgb: np.ndarray | None = None
     scale: float = 1.0
+    cell_scale: dict[str, Any] | None = None
+    colour: dict[str, float] | None = None
+    flags: dict[str, Any] | None = None
 
     @property
     def ok(self) -> bool:
@@ -234,8 +309,7 @@ def _analyse_batch(
     items: list[dict[str, Any]], detector: Detector, classifier: Classifier, thresholds: dict[str, float]
 ) -> list[FieldResult]:
     """Detection (one pass), count thresholds, and classification of all WBCs (one pass) of decoded items."""
-    inputs = torch.stack([item["input"] for item in items])
-    detections = detector(inputs, [item["rgb"].shape[:2] for item in items])
+    detections = detector.detect_items(items)
     kept = [{k: v.numpy() for k, v in above_threshold(det, thresholds).items()} for det in detections]
     owners = [np.flatnonzero(det["labels"] == WBC_LABEL) for det in kept]
     wbc_inputs = [
@@ -264,6 +338,8 @@ def _analyse_batch(
                 subtype_prob=prob,
                 rgb=item["rgb"],
                 scale=item["scale"],
+                cell_scale=item["input"].get("scale") if isinstance(item["input"], dict) else None,
+                colour=item["input"].get("colour") if isinstance(item["input"], dict) else None,
             )
         )
     return out
@@ -315,8 +391,7 @@ def detect_paths(
         bad = [item for item in batch if "error" in item]
         if bad:
             raise ValueError(f"{paths[bad[0]['index']]}: {bad[0]['error']}")
-        inputs = torch.stack([item["input"] for item in batch])
-        out += detector(inputs, [item["rgb"].shape[:2] for item in batch])
+        out += detector.detect_items(batch)
     return out
 
 

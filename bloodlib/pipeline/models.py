@@ -1,14 +1,17 @@
 """The pipeline's trained models, resolved through the trained-model cache.
 
-The detector is Task 1's SSD300 (``detection/ssd_<backbone>/<key>``) and the WBC classifier
-Task 2's ``wbc_subtypes/<model>/<key>``, each keyed by its training parameters (taken from the
-profile named in the pipeline's parameters) and the checksums of its training data. With the
-training data at hand the key is computed exactly; without it (a user who only has the models
+``models: general`` (the default): the general detector and WBC classifier of notebook 05
+(:mod:`bloodlib.general.models`), which rescale every field to a canonical cell scale.
+``models: bccd``: the paper-reproduction models, Task 1's SSD300 (``detection/ssd_<backbone>/<key>``)
+and Task 2's ``wbc_subtypes/<model>/<key>``. Each is keyed by its training parameters (taken from
+the profile named in the pipeline's parameters) and the fingerprints of its training data. With
+the training data at hand the key is computed exactly; without it (a user who only has the models
 folder) the cache is searched for a finished run whose ``run.json`` holds the same parameters.
 
-Counting uses one score threshold per class, chosen on BCCD's validation images with
-:func:`bloodlib.detection.metrics.choose_count_thresholds` through this pipeline's own inference
-path, and cached next to the models (``pipeline/count_thresholds/<key>/thresholds.json``).
+Counting uses one score threshold per class, chosen on validation images through this pipeline's
+own inference path with :func:`bloodlib.detection.metrics.choose_count_thresholds` -- the
+general models' pooled validation fields with complete boxes, or BCCD's validation images -- and
+cached next to the models (``pipeline/count_thresholds/<key>/thresholds.json``).
 """
 
 from __future__ import annotations
@@ -25,9 +28,12 @@ import torch
 from bloodlib.classification.crops import CropPolicy
 from bloodlib.data import DataMismatchError
 from bloodlib.detection.data import CLASSES
+from bloodlib.detection.scaled import ScaleSpec
 from bloodlib.fsutil import atomic_write_text
 from bloodlib.modelcache import ModelNotTrainedError, ModelRun, find_run, models_root
 from bloodlib.params import load_params
+from bloodlib.pipeline.infer import Detector, ScaledDetector
+from bloodlib.pipeline.ood import OodReference
 from bloodlib.pipeline.params import PipelineParams
 from bloodlib.training import TrainedModel
 
@@ -43,10 +49,12 @@ class PipelineModels:
     Attributes:
         detector: the SSD300 (eval mode, CPU).
         classifier: the WBC-subtype CNN (eval mode, CPU).
-        policy: the crop policy the classifier was trained with.
+        policy: the crop policy the classifier was trained with (with its stain normalisation).
         thresholds: per detection class, the score threshold for counting.
         threshold_source: where ``thresholds`` come from, in words.
         info: names, cache keys and folders of the models (for ``run.json`` and reports).
+        spec: the general detector's canonical scale (None: the BCCD detector, whole fields at 300x300).
+        ood: out-of-distribution references (:mod:`bloodlib.pipeline.ood`), None for the BCCD models.
     """
 
     detector: torch.nn.Module
@@ -55,10 +63,34 @@ class PipelineModels:
     thresholds: dict[str, float]
     threshold_source: str
     info: dict[str, Any]
+    spec: ScaleSpec | None = None
+    ood: OodReference | None = None
+
+    def fast_detector(self, precision: str, *, um_per_pixel: float = 0.0) -> Detector:
+        """The detector for batched inference; ``um_per_pixel`` > 0 fixes every field's scale."""
+        return fast_detector(self.detector, self.spec, precision, um_per_pixel=um_per_pixel)
+
+
+def fast_detector(
+    model: torch.nn.Module, spec: ScaleSpec | None, precision: str, *, um_per_pixel: float = 0.0
+) -> Detector:
+    """:class:`~bloodlib.pipeline.infer.ScaledDetector` for a general detector (``spec``), else
+    :class:`~bloodlib.pipeline.infer.Detector`."""
+    from bloodlib.imaging.scale import diameter_from_um_per_pixel
+
+    if spec is None:
+        return Detector(model, precision)
+    diameter = diameter_from_um_per_pixel(um_per_pixel) if um_per_pixel > 0 else None
+    return ScaledDetector(model, spec, precision, diameter=diameter)
 
 
 def how_to_train(p: PipelineParams) -> str:
     """The command(s) that put the pipeline's models into the cache."""
+    if p.models == "general":
+        return (
+            f"train them with `bloodlib train general --profile {p.general_profile}`, or point --models DIR "
+            "(or BLOODLIB_MODELS) at a models folder that holds them"
+        )
     same = p.detection_profile == p.classifier_profile
     return (
         f"train them with `bloodlib train --profile {p.detection_profile}`"
@@ -160,49 +192,107 @@ def load_classifier(
 
 
 def count_thresholds(
-    p: PipelineParams, detector: torch.nn.Module, detector_key: str, root: Path, *, progress: bool = False
+    p: PipelineParams,
+    detector: Detector,
+    detector_key: str,
+    root: Path,
+    validation: Any,
+    *,
+    progress: bool = False,
 ) -> tuple[dict[str, float], str]:
-    """Per-class counting thresholds chosen on BCCD's validation split (cached), or the fallback."""
+    """Per-class counting thresholds chosen on validation images (cached), or the fallback.
+
+    ``validation`` returns ``(what, annotations, fingerprints)`` -- the images' description, the
+    validation annotations and their data fingerprints -- or raises ``OSError``/``DataMismatchError``
+    when they are not available here.
+    """
     from bloodlib.detection.metrics import choose_count_thresholds
-    from bloodlib.detection.train import data_fingerprints, load_parts
+    from bloodlib.pipeline.infer import detect_paths
 
     try:
-        fingerprints = data_fingerprints()
-    except (OSError, DataMismatchError) as err:  # BCCD missing or modified
+        what, val, fingerprints = validation()
+    except (OSError, DataMismatchError) as err:  # data missing or modified
         value = p.fallback_score_threshold
         return (
             {c: value for c in CLASSES},
-            f"fallback score threshold {value:g} for every class (BCCD validation images unavailable: {err})",
+            f"fallback score threshold {value:g} for every class (validation images unavailable: {err})",
         )
-    from bloodlib.pipeline.infer import Detector, detect_paths
-
-    fast = Detector(detector, p.precision)
-    run = ModelRun(
-        "pipeline/count_thresholds",
-        {
-            "detector": detector_key,
-            "method": "choose_count_thresholds",
-            "split": "val",
-            "inference": "bloodlib.pipeline.infer",
-            "precision": fast.precision,
-        },
-        fingerprints,
-        root,
-    )
+    spec = {
+        "detector": detector_key,
+        "method": "choose_count_thresholds",
+        "split": "val",
+        "inference": "bloodlib.pipeline.infer",
+        "precision": detector.precision,
+        "images": len(val),
+    }
+    run = ModelRun("pipeline/count_thresholds", spec, fingerprints, root)
     path = run.folder / "thresholds.json"
-    source = f"chosen on BCCD's validation images (lowest count MAE per class), cached in {path}"
+    source = f"chosen on {what} (lowest count MAE per class), cached in {path}"
     if path.is_file():
         return json.loads(path.read_text(encoding="utf-8"))["thresholds"], source
-    with warnings.catch_warnings():  # BCCD's two zero-size boxes, already reported by Task 1
-        warnings.simplefilter("ignore", UserWarning)
-        val = load_parts(load_params("01_detection", p.detection_profile))["val"]
-    preds = detect_paths(fast, [a.image_path for a in val], batch_size=p.batch_size, progress=progress)
+    preds = detect_paths(detector, [a.image_path for a in val], batch_size=p.batch_size, progress=progress)
     thresholds = choose_count_thresholds(preds, val)
     try:
         atomic_write_text(path, json.dumps({"thresholds": thresholds, "images": len(val)}, indent=2) + "\n")
     except OSError:  # a read-only models folder: use them uncached
-        source = "chosen on BCCD's validation images (lowest count MAE per class; not cached: models folder read-only)"
+        source = f"chosen on {what} (lowest count MAE per class; not cached: models folder read-only)"
     return thresholds, source
+
+
+def bccd_validation(p: PipelineParams) -> tuple[str, list, dict[str, str]]:
+    """BCCD's validation images (Task 1's split) for :func:`count_thresholds`."""
+    from bloodlib.detection.train import data_fingerprints, load_parts
+
+    fingerprints = data_fingerprints()
+    with warnings.catch_warnings():  # BCCD's two zero-size boxes, already reported by Task 1
+        warnings.simplefilter("ignore", UserWarning)
+        val = load_parts(load_params("01_detection", p.detection_profile))["val"]
+    return "BCCD's validation images", val, fingerprints
+
+
+def general_validation(general: Any) -> tuple[str, list, dict[str, str]]:
+    """The general models' validation fields with complete boxes (every source) for :func:`count_thresholds`."""
+    from bloodlib.general import detector as general_detector
+
+    fingerprints = general_detector.data_fingerprints()
+    val = general_detector.load_parts(general)["val"]
+    return "the validation fields with complete boxes of BCCD, PBC and Raabin", val, fingerprints
+
+
+def load_general_models(p: PipelineParams, root: Path, *, train: bool, progress: bool) -> PipelineModels:
+    """The general models of ``p.general_profile`` with their thresholds and out-of-distribution references."""
+    from bloodlib.general import detector as general_detector
+    from bloodlib.general import models as general_models
+    from bloodlib.general.classifier import policy_with_stain, recipe_params
+
+    general = load_params("05_generalisation", p.general_profile)
+    try:
+        detector = general_models.load_detector(general, root, train_missing=train, progress=progress)
+        classifier, stain = general_models.load_classifier(general, root, train_missing=train, progress=progress)
+    except ModelNotTrainedError as err:
+        raise ModelsNotFoundError(str(err)) from err
+    from bloodlib.classification.train import crop_policy
+
+    spec = general_detector.scale_spec(general)
+    fast = fast_detector(detector.model, spec, p.precision)
+    key = f"general/{detector.key}"
+    thresholds, source = count_thresholds(p, fast, key, root, lambda: general_validation(general), progress=progress)
+    ood = OodReference(
+        colour=general_models.load_colour_model(general, detector.key, root),
+        colour_limit=general.ood_colour_score,
+        diameter_range=(general.ood_scale_range[0], general.ood_scale_range[1]),
+        confidence=general.ood_confidence,
+    )
+    info = {
+        "detector": _info(detector, p.general_profile, "general_ssd"),
+        "classifier": _info(classifier, p.general_profile, "general_" + general.classifier_model),
+        "models_root": str(root),
+        "models": "general",
+        "stain": stain.to_dict() if stain else None,
+    }
+    policy = policy_with_stain(crop_policy(recipe_params(general)), stain)
+    thresholds = {c: float(thresholds[c]) for c in CLASSES}
+    return PipelineModels(detector.model, classifier.model, policy, thresholds, source, info, spec, ood)
 
 
 def load_models(
@@ -219,14 +309,18 @@ def load_models(
     """
     root = Path(root) if root is not None else models_root()
     train = p.train_missing_models if train_missing is None else train_missing
+    if p.models == "general":
+        return load_general_models(p, root, train=train, progress=progress)
     detector, det_info = load_detector(p, root, train_missing=train, progress=progress)
     classifier, policy, cls_info = load_classifier(p, root, train_missing=train, progress=progress)
-    thresholds, source = count_thresholds(p, detector, f"{det_info['name']}/{det_info['key']}", root, progress=progress)
+    fast = fast_detector(detector, None, p.precision)
+    key = f"{det_info['name']}/{det_info['key']}"
+    thresholds, source = count_thresholds(p, fast, key, root, lambda: bccd_validation(p), progress=progress)
     return PipelineModels(
         detector,
         classifier,
         policy,
         {c: float(thresholds[c]) for c in CLASSES},
         source,
-        {"detector": det_info, "classifier": cls_info, "models_root": str(root)},
+        {"detector": det_info, "classifier": cls_info, "models_root": str(root), "models": "bccd"},
     )

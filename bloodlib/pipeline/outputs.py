@@ -160,6 +160,8 @@ def write_field(folder: Path, f: Field, result: FieldResult, thresholds: dict[st
         "analysed_size": list(result.rgb.shape[1::-1]) if result.rgb is not None else None,
         "warnings": result.warnings,
         "score_thresholds": thresholds,
+        "cell_scale": result.cell_scale,
+        "out_of_distribution": result.flags,
         "counts": field_counts(result),
         "detections": records,
     }
@@ -168,7 +170,21 @@ def write_field(folder: Path, f: Field, result: FieldResult, thresholds: dict[st
         atomic_write_bytes(folder / f"{f.name}.annotated.png", png)
 
 
-FIELD_HEADER = ("field", "path", "status", *CELL_COLUMNS, *SUBTYPES, "error", "warnings", "notice")
+FIELD_HEADER = (
+    "field",
+    "path",
+    "status",
+    *CELL_COLUMNS,
+    *SUBTYPES,
+    "rbc_diameter_px",
+    "scale_source",
+    "out_of_distribution",
+    "ood_reasons",
+    "wbc_uncertain",
+    "error",
+    "warnings",
+    "notice",
+)
 
 
 def fields_csv(fields: list[Field], results: list[FieldResult]) -> str:
@@ -176,12 +192,18 @@ def fields_csv(fields: list[Field], results: list[FieldResult]) -> str:
     rows = []
     for f, r in sorted(zip(fields, results), key=lambda fr: fr[0].name):
         counts = field_counts(r) if r.ok else {}
+        scale, flags = r.cell_scale or {}, r.flags or {}
         rows.append(
             (
                 f.name,
                 str(f.path),
                 "ok" if r.ok else "failed",
                 *(counts.get(c) for c in (*CELL_COLUMNS, *SUBTYPES)),
+                scale.get("rbc_diameter_px"),
+                scale.get("source", ""),
+                flags.get("ood"),
+                flags.get("ood_reasons", ""),
+                flags.get("wbc_uncertain"),
                 r.error or "",
                 "; ".join(r.warnings),
                 NOTICE,
@@ -217,6 +239,7 @@ def sample_payload(
             "classified_wbc": sum(agg.totals[s] for s in SUBTYPES),
         },
         "ratios": agg.ratios,
+        "out_of_distribution": agg.flags,
         "covid19": {**covid, "features": agg.features, "demographics": demographics},
         "caveat": (
             "Counts are cells seen on the images, not concentrations (10^9/L). The probability comes from a "
@@ -240,6 +263,8 @@ SUMMARY_HEADER = (
     "nlr",
     "platelets_per_wbc",
     "wbc_per_1000_rbc",
+    "flagged",
+    "flag_reasons",
     "covid19_probability",
     "covid19_low_confidence",
     "covid19_reasons",
@@ -264,6 +289,8 @@ def summary_csv(samples: list[tuple[SampleAggregate, dict[str, Any]]]) -> str:
                 *(agg.totals.get(s) if agg.ok else None for s in SUBTYPES),
                 *(agg.differential_pct.get(s) for s in SUBTYPES),
                 *(agg.ratios.get(k) for k in ("nlr", "platelets_per_wbc", "wbc_per_1000_rbc")),
+                (agg.flags or {}).get("flagged"),
+                "; ".join((agg.flags or {}).get("flag_reasons", [])),
                 covid.get("probability"),
                 covid.get("low_confidence") if agg.ok else None,
                 "; ".join(covid.get("reasons", [])),

@@ -11,10 +11,13 @@ from bloodlib.params import check_values
 class PipelineParams:
     """Every knob of the smear pipeline; profiles differ only in these values.
 
-    Models: the detector is the SSD300 with ``detection_backbone`` trained with the
-    ``detection_profile``'s ``01_detection`` parameters, the WBC classifier is
-    ``classifier_model`` trained with the ``classifier_profile``'s ``02_wbc_subtypes``
-    parameters; both come from the trained-model cache. ``train_missing_models`` lets the
+    Models: ``models: general`` (the default) are the general detector and WBC classifier of
+    ``05_generalisation`` with the ``general_profile``'s parameters (trained beyond BCCD, any
+    magnification: each field is rescaled by its RBC size, estimated per field unless
+    ``um_per_pixel`` > 0 gives the pixel size); ``models: bccd`` are the paper-reproduction models:
+    the SSD300 with ``detection_backbone`` trained with the ``detection_profile``'s ``01_detection``
+    parameters and ``classifier_model`` trained with the ``classifier_profile``'s
+    ``02_wbc_subtypes`` parameters. All come from the trained-model cache. ``train_missing_models`` lets the
     notebook train them when the cache lacks them (the quick profile's tiny models, in
     seconds); otherwise a missing model is an error that says how to train it.
 
@@ -42,6 +45,9 @@ class PipelineParams:
     seed: int
     num_threads: int
     precision: str
+    models: str
+    general_profile: str
+    um_per_pixel: float
     detection_profile: str
     detection_backbone: str
     classifier_profile: str
@@ -74,6 +80,8 @@ class PipelineParams:
 
         checks = [
             (self.num_threads >= 1, "num_threads must be >= 1"),
+            (self.models in ("general", "bccd"), f"models must be general or bccd, got {self.models!r}"),
+            (self.um_per_pixel >= 0, f"um_per_pixel must be >= 0 (0 = estimate each field), got {self.um_per_pixel!r}"),
             (self.precision in ("float32", "bfloat16"), "precision must be float32 or bfloat16"),
             (self.batch_size >= 1, "batch_size must be >= 1"),
             (self.num_workers >= 0, "num_workers must be >= 0"),

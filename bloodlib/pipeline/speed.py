@@ -54,9 +54,9 @@ def torchvision_images_per_s(paths: Sequence[Path], *, batch_size: int, num_work
 def pipeline_images_per_s(paths: Sequence[Path], models: Any, p: PipelineParams, precision: str) -> tuple[float, str]:
     """Images/s of :func:`~bloodlib.pipeline.infer.run_fields` (decode, detect, classify) on ``paths``,
     and the precision it ran in."""
-    from bloodlib.pipeline.infer import Classifier, Detector, run_fields_of
+    from bloodlib.pipeline.infer import Classifier, run_fields_of
 
-    detector, classifier = Detector(models.detector, precision), Classifier(models.classifier, models.policy)
+    detector, classifier = models.fast_detector(precision), Classifier(models.classifier, models.policy)
     list(run_fields_of(p, paths[: p.batch_size], detector, classifier, models.thresholds, num_workers=0))  # warm-up
     started = time.perf_counter()
     n = sum(1 for _ in run_fields_of(p, paths, detector, classifier, models.thresholds))

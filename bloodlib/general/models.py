@@ -1,0 +1,133 @@
+"""The general models from the trained-model cache, for ``bloodlib analyze`` and notebook 04.
+
+With the training data at hand each cache key is computed exactly (and a missing model can be
+trained); without it (a user who only has the models folder) the cache is searched for a
+finished run whose ``run.json`` holds the same parameters (:func:`bloodlib.modelcache.find_run`).
+The out-of-distribution colour model (:class:`bloodlib.imaging.stain.ColourModel`, fitted on the
+detector's training fields) is cached beside them as ``general/colour/<detector key>/colour.json``.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from bloodlib.data import DataMismatchError
+from bloodlib.fsutil import atomic_write_text
+from bloodlib.general import classifier as general_classifier
+from bloodlib.general import detector as general_detector
+from bloodlib.general.params import GeneralParams
+from bloodlib.imaging.stain import ColourModel, StainReference, field_colour_stats
+from bloodlib.modelcache import ModelNotTrainedError, ModelRun, find_run
+from bloodlib.training import TrainedModel
+
+
+def _missing(what: str, where: Path) -> ModelNotTrainedError:
+    return ModelNotTrainedError(
+        f"no trained {what} in the model cache ({where}); train it with `bloodlib train general`, "
+        "or point --models DIR (or BLOODLIB_MODELS) at a models folder that holds it"
+    )
+
+
+def load_detector(p: GeneralParams, root: Path, *, train_missing: bool = False, progress: bool = False) -> TrainedModel:
+    """The general detector of ``p`` (trained first if missing and ``train_missing``).
+
+    Raises:
+        ModelNotTrainedError: it is not in the cache (the message says how to train it).
+    """
+    try:
+        run: ModelRun | None = general_detector.model_run(p, general_detector.data_fingerprints(), root=root)
+    except (OSError, DataMismatchError):  # training data not here: look the run up by its parameters
+        run = None
+    if run is not None and not run.is_complete() and train_missing:
+        return general_detector.train_detector(p, general_detector.load_parts(p), progress=progress, models_root=root)
+    if run is None:
+        params = general_detector.run_params(p, general_detector.SOURCES, p.epochs)
+        run = find_run(root, f"{general_detector.TASK}/all", params)
+    if run is None or not run.is_complete():
+        raise _missing("general detector", run.folder if run is not None else root / general_detector.TASK)
+    return TrainedModel.from_cache(run, general_detector.build(p), name="general SSD300")
+
+
+def _classifier_run(p: GeneralParams, root: Path) -> ModelRun | None:
+    """The deployed classifier's cache entry, computed without cropping any image (None without data)."""
+    from bloodlib.classification import train as wbc
+    from bloodlib.classification.data import dataset2_index
+    from bloodlib.data import locate
+
+    variant = general_classifier.deployed_variant(p)
+    try:
+        recipe = general_classifier.recipe_params(p)
+        split = wbc.train_val_split(recipe, dataset2_index(locate("blood-cells", download=False)))
+        data = general_classifier.GeneralWbcData(
+            recipe, wbc.crop_policy(recipe), {}, wbc.val_groups(split), general_classifier.data_fingerprints()
+        )
+    except (OSError, DataMismatchError):
+        return None
+    return general_classifier.model_run(p, data, variant, root)
+
+
+def load_classifier(
+    p: GeneralParams, root: Path, *, train_missing: bool = False, progress: bool = False
+) -> tuple[TrainedModel, StainReference | None]:
+    """The general WBC classifier of ``p`` and its stain reference (trained first if missing and
+    ``train_missing``).
+
+    Raises:
+        ModelNotTrainedError: it is not in the cache (the message says how to train it).
+    """
+    from bloodlib.classification.models import build_model
+
+    variant = general_classifier.deployed_variant(p)
+    run = _classifier_run(p, root)
+    if run is not None and not run.is_complete() and train_missing:
+        data = general_classifier.load_data(p, progress=progress)
+        return general_classifier.train_variant(p, data, variant, progress=progress, models_root=root)
+    task = f"{general_classifier.TASK}/{variant.slug}"
+    if run is None:  # without the training data, the validation groups are unknown: they are left out
+        params = general_classifier.run_params(p, general_classifier.recipe_params(p), [], variant)
+        run = find_run(root, task, params, (("recipe", "split", "val_groups"),))
+    if run is None or not run.is_complete() or not general_classifier.stain_path(run).is_file():
+        raise _missing(f"general WBC classifier ({variant.name})", run.folder if run is not None else root / task)
+    trained = TrainedModel.from_cache(run, build_model(p.classifier_model, pretrained=False), name=variant.name)
+    return trained, general_classifier.load_stain(run.folder)
+
+
+def load_colour_model(p: GeneralParams, detector_key: str, root: Path) -> ColourModel | None:
+    """The colour statistics of the general detector's training fields (cached), None without the
+    training data and no cached copy."""
+    path = root / "general" / "colour" / detector_key / "colour.json"
+    if path.is_file():
+        return ColourModel.from_dict(json.loads(path.read_text(encoding="utf-8")))
+    try:
+        parts = general_detector.load_parts(p)
+    except (OSError, DataMismatchError):
+        return None
+    from bloodlib.detection.data import read_image
+
+    stats = [field_colour_stats(read_image(a.image_path).permute(1, 2, 0).numpy()) for a in parts["train"]]
+    model = ColourModel.fit(stats)
+    try:
+        atomic_write_text(path, json.dumps(model.to_dict(), indent=2) + "\n")
+    except OSError:  # a read-only models folder
+        pass
+    return model
+
+
+def train_cli(profile: str, root: Path) -> int:
+    """``bloodlib train general --profile <profile>``: the general detector and WBC classifier (and
+    their colour reference) into the model cache."""
+    from bloodlib import runtime
+    from bloodlib.modelcache import models_root
+    from bloodlib.params import load_params
+
+    p = load_params("05_generalisation", profile, root)
+    runtime.configure(threads=p.num_threads)
+    detector = load_detector(p, models_root(), train_missing=True, progress=True)
+    classifier, stain = load_classifier(p, models_root(), train_missing=True, progress=True)
+    load_colour_model(p, detector.key, models_root())
+    for trained in (detector, classifier):
+        where = "cached" if trained.cached else f"trained in {trained.train_seconds / 60:.1f} min"
+        print(f"{trained.name}: {where}, best epoch {trained.best_epoch}, key {trained.key}")
+    print(f"stain normalisation: {stain.method if stain else 'none'}")
+    return 0
