@@ -41,9 +41,11 @@ def _annotation(path, boxes, labels, width=640, height=480) -> Annotation:
 
 
 def test_label_rbc_diameter_skips_cells_cut_by_the_border(tmp_path):
-    boxes = [[100, 100, 190, 190], [300, 300, 410, 410], [0, 200, 30, 290], [10, 10, 200, 200]]
-    a = _annotation(tmp_path / "a.jpg", boxes, [1, 1, 1, 2])  # RBC, RBC, RBC at the border, WBC
+    boxes = [[100, 100, 190, 190], [300, 300, 410, 410], [200, 50, 300, 150], [0, 200, 30, 290], [10, 10, 200, 200]]
+    a = _annotation(tmp_path / "a.jpg", boxes, [1, 1, 1, 1, 2])  # three RBCs, one at the border, a WBC
     assert label_rbc_diameter(a) == pytest.approx(100.0)
+    two = _annotation(tmp_path / "c.jpg", boxes[:2] + boxes[3:4], [1, 1, 1])  # under three whole: all count
+    assert label_rbc_diameter(two) == pytest.approx(90.0)
     assert math.isnan(label_rbc_diameter(_annotation(tmp_path / "b.jpg", [[1, 1, 5, 5]], [2])))
 
 

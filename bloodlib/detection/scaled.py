@@ -71,15 +71,12 @@ class ScaleSpec:
 
 
 def label_rbc_diameter(annotation: Annotation) -> float:
-    """Median size (sqrt of box area) of an image's labelled RBCs, leaving out boxes cut by the
-    image border when any are whole; NaN without RBC boxes."""
-    boxes = annotation.boxes[annotation.labels == RBC_LABEL]
-    if len(boxes) == 0:
-        return math.nan
-    inside = (boxes[:, 0] > 1) & (boxes[:, 1] > 1)
-    inside &= (boxes[:, 2] < annotation.width - 1) & (boxes[:, 3] < annotation.height - 1)
-    whole = boxes[inside] if inside.any() else boxes
-    return float(np.median(np.sqrt((whole[:, 2] - whole[:, 0]) * (whole[:, 3] - whole[:, 1]))))
+    """Median size (sqrt of box area) of an image's labelled RBCs, leaving out boxes cut by the image
+    border when at least three are whole (:func:`bloodlib.imaging.scale.box_diameter`); NaN without RBCs."""
+    from bloodlib.imaging.scale import box_diameter
+
+    rbc = annotation.boxes[annotation.labels == RBC_LABEL]
+    return box_diameter(rbc, width=annotation.width, height=annotation.height)
 
 
 def field_diameter(annotation: Annotation) -> float:

@@ -107,7 +107,10 @@ def load_data(p: GeneralParams, *, progress: bool = True) -> GeneralWbcData:
     fingerprints = data_fingerprints()
     frames, split, _, _ = wbc.dataset2_frames(recipe)
     fractions = (1 - p.pbc_val_fraction - p.pbc_test_fraction, p.pbc_val_fraction, p.pbc_test_fraction)
-    pbc = pbc_split(pbc_index(locate("pbc")), seed=p.seed, fractions=fractions)
+    pbc = pbc_index(locate("pbc"))
+    if p.pbc_per_class:
+        pbc = pbc.groupby("label", group_keys=False).head(p.pbc_per_class)
+    pbc = pbc_split(pbc.reset_index(drop=True), seed=p.seed, fractions=fractions)
     named = {f"dataset2/{k}": v for k, v in frames.items() if k != "BCCD"}
     named["BCCD"] = frames["BCCD"]
     named.update({f"PBC/{part}": pbc[pbc["split"] == part] for part in ("train", "val", "test")})
@@ -143,7 +146,12 @@ def run_params(p: GeneralParams, recipe: WbcSubtypesParams, val_groups: list[int
     return {
         "recipe": wbc.run_params(recipe, p.classifier_model, val_groups),
         "variant": dataclasses.asdict(variant),
-        "pbc_split": {"val": p.pbc_val_fraction, "test": p.pbc_test_fraction, "seed": p.seed},
+        "pbc_split": {
+            "val": p.pbc_val_fraction,
+            "test": p.pbc_test_fraction,
+            "seed": p.seed,
+            "per_class": p.pbc_per_class,
+        },
         "reference_canvases": REFERENCE_CANVASES,
     }
 
@@ -238,3 +246,54 @@ def evaluate_variant(
             "recall_hi": "balanced_accuracy_hi",
         }
     )
+
+
+#: the sets a variant trained without a source is scored on: that source's validation and test cells
+LEFT_OUT = {"dataset2": ("dataset2/val", "dataset2/TEST_SIMPLE"), "PBC": ("PBC/val", "PBC/test")}
+
+
+def loso_table(
+    p: GeneralParams, data: GeneralWbcData, stains: tuple[str, ...], *, bootstrap: int, progress: bool = True
+) -> pd.DataFrame:
+    """Leave one source out: for each source and stain normalisation, the classifier trained on the
+    other source alone, scored on the left-out source's validation and held-out cells (the
+    validation column is what a choice of normalisation may look at)."""
+    tables = []
+    for left_out in SOURCES:
+        trained_on = tuple(s for s in SOURCES if s != left_out)
+        for stain in stains:
+            variant = Variant(trained_on, stain, True)
+            trained, reference = train_variant(p, data, variant, progress=progress)
+            _, table = evaluate_variant(
+                trained, reference, data, sets=LEFT_OUT[left_out], bootstrap=bootstrap, seed=p.seed
+            )
+            tables.append(
+                table.assign(
+                    trained_on="+".join(trained_on),
+                    left_out=left_out,
+                    stain=stain,
+                    train_minutes=trained.train_seconds / 60,
+                )
+            )
+    return pd.concat(tables, ignore_index=True)
+
+
+def uncertain_share(preds: pd.DataFrame, threshold: float) -> pd.DataFrame:
+    """Per evaluation set: the share of cells whose top class probability is below ``threshold``,
+    and the accuracy of the confident and the uncertain ones."""
+    from bloodlib.classification.classes import CLASSES
+
+    top = preds[[f"p_{c}" for c in CLASSES]].max(axis=1)
+    table = preds.assign(uncertain=top < threshold, right=preds["y_true"] == preds["y_pred"])
+    rows = []
+    for name, part in table.groupby("set", sort=False):
+        rows.append(
+            {
+                "set": name,
+                "cells": len(part),
+                "uncertain share": part["uncertain"].mean(),
+                "accuracy, confident": part.loc[~part["uncertain"], "right"].mean(),
+                "accuracy, uncertain": part.loc[part["uncertain"], "right"].mean(),
+            }
+        )
+    return pd.DataFrame(rows)

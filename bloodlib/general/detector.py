@@ -146,3 +146,14 @@ def train_detector(
         return fit(model, task, config, run=run, progress=progress, desc=name)
 
     return load_or_train(run, lambda: build(p), train, name=name, seed=p.seed)
+
+
+def train_single_source(
+    p: GeneralParams, parts: dict[str, list[Annotation]], *, progress: bool = True
+) -> dict[str, TrainedModel]:
+    """One detector per source, each trained on that source alone for ``p.cross_source_epochs``
+    (notebook 05's source x source table)."""
+    return {
+        source: train_detector(p, parts, sources=(source,), epochs=p.cross_source_epochs, progress=progress)
+        for source in SOURCES
+    }

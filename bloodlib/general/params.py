@@ -25,8 +25,8 @@ class GeneralParams:
     Classifier (:mod:`bloodlib.general.classifier`): ``classifier_model`` with the crop policy,
     augmentation and recipe of ``02_wbc_subtypes``'s ``classifier_profile`` except
     ``classifier_epochs``; fields are stain-normalised with ``stain`` (``none``, ``reinhard`` or
-    ``macenko``) fitted on the training fields; PBC is split per image into train/val/test by
-    ``pbc_val_fraction``/``pbc_test_fraction``.
+    ``macenko``) fitted on the training fields; PBC (``pbc_per_class`` images of each subtype, 0 =
+    all 600) is split per image into train/val/test by ``pbc_val_fraction``/``pbc_test_fraction``.
 
     Evaluation: ``bootstrap`` resamples for 95 % intervals; ``rescale_factors`` for the synthetic
     magnification test; ``ood_*`` thresholds of the out-of-distribution flags.
@@ -71,6 +71,7 @@ class GeneralParams:
     classifier_model: str
     classifier_epochs: int
     stain: str
+    pbc_per_class: int
     pbc_val_fraction: float
     pbc_test_fraction: float
 
