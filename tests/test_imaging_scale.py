@@ -8,7 +8,6 @@ import cv2
 import numpy as np
 import pandas as pd
 import pytest
-from notebook_helpers import require_data
 
 from bloodlib.imaging.scale import (
     RBC_DIAMETER_UM,
@@ -19,6 +18,7 @@ from bloodlib.imaging.scale import (
     scale_errors,
     summarize_scale_errors,
 )
+from tests.paths import require_data
 
 BCCD_LIKE = dict(background=(225, 228, 235), cell=(200, 140, 150))  # pink RBCs on a light blue-grey
 PBC_LIKE = dict(background=(250, 235, 215), cell=(200, 170, 195))  # lilac RBCs on cream

@@ -10,7 +10,6 @@ import cv2
 import numpy as np
 import pytest
 import torch
-from notebook_helpers import require_data
 from torchvision import tv_tensors
 from torchvision.transforms import v2
 
@@ -23,6 +22,7 @@ from bloodlib.imaging.stain import (
     fit_reference,
     normalize,
 )
+from tests.paths import require_data
 
 
 def bccd_fields(*indices: int) -> list[np.ndarray]:

@@ -107,7 +107,12 @@ def test_missing_models_and_bad_arguments_exit_2(tmp_path, monkeypatch, capsys):
     image = bccd_images(1)[0]
     assert cli.main(["analyze", str(image), "--out", str(tmp_path / "o"), "--quiet"]) == 2
     err = capsys.readouterr().err
+    assert "no trained general detector" in err and "bloodlib train general --profile cpu" in err
+    assert cli.main(["analyze", str(image), "--out", str(tmp_path / "o"), "--model-set", "bccd", "--quiet"]) == 2
+    err = capsys.readouterr().err
     assert "no trained vgg16 detector" in err and "bloodlib train --profile cpu" in err
+    assert cli.main(["analyze", str(image), "--model-set", "bccd", "--um-per-pixel", "0.1", "--quiet"]) == 2
+    assert "--um-per-pixel needs the general models" in capsys.readouterr().err
     assert cli.main(["analyze", str(image), "--out", str(tmp_path / "o"), "--age", "50", "--quiet"]) == 2
     assert "give both --age and --sex" in capsys.readouterr().err
 

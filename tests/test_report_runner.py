@@ -178,3 +178,12 @@ def test_kernel_command_registers_the_compute_environment(tmp_path, capsys):
     spec = json.loads((tmp_path / "share" / "jupyter" / "kernels" / "bloodlib-test" / "kernel.json").read_text())
     assert spec["env"] == runtime.COMPUTE_ENV and spec["display_name"] == "Python (bloodlib)"
     assert "bloodlib-test" in capsys.readouterr().out
+
+
+def test_notebooks_run_after_the_notebooks_whose_models_they_use():
+    from bloodlib.report.runner import dependency_order
+
+    names = ["01_detection", "02_wbc_subtypes", "03_covid_diagnosis", "04_pipeline", "05_generalisation"]
+    order = dependency_order(names)
+    assert sorted(order) == names and order.index("04_pipeline") > order.index("05_generalisation")
+    assert dependency_order(["04_pipeline", "03_covid_diagnosis"]) == ["03_covid_diagnosis", "04_pipeline"]

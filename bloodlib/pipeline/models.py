@@ -270,7 +270,9 @@ def load_general_models(p: PipelineParams, root: Path, *, train: bool, progress:
         detector = general_models.load_detector(general, root, train_missing=train, progress=progress)
         classifier, stain = general_models.load_classifier(general, root, train_missing=train, progress=progress)
     except ModelNotTrainedError as err:
-        raise ModelsNotFoundError(str(err)) from err
+        raise ModelsNotFoundError(
+            f"{err} (this profile: `bloodlib train general --profile {p.general_profile}`)"
+        ) from err
     from bloodlib.classification.train import crop_policy
 
     spec = general_detector.scale_spec(general)

@@ -59,6 +59,22 @@ def discover_notebooks(root: Path) -> list[str]:
     return sorted(p.stem for p in (root / "notebooks").glob("*.ipynb"))
 
 
+def dependency_order(names: list[str]) -> list[str]:
+    """``names`` sorted, each after the notebooks whose models it uses (:data:`bloodlib.params.DEPENDS`).
+
+    Raises:
+        ValueError: the dependencies form a cycle.
+    """
+    waiting, placed = sorted(names), []
+    while waiting:
+        ready = [n for n in waiting if all(d in placed or d not in names for d in params_mod.DEPENDS.get(n, ()))]
+        if not ready:
+            raise ValueError(f"notebook dependencies form a cycle among {waiting}")
+        placed.append(ready[0])
+        waiting.remove(ready[0])
+    return placed
+
+
 def select_notebooks(root: Path, only: list[str] | None) -> list[str]:
     """The notebooks to run; ``only`` entries may omit the ``NN_`` prefix (``covid_diagnosis``)."""
     available = discover_notebooks(root)
@@ -207,7 +223,7 @@ def run_reports(
     params_mod.check_profile(profile)
     if jobs < 1:
         raise ValueError(f"jobs must be >= 1, got {jobs}")
-    names = sorted(select_notebooks(root, only))  # NN_ prefixes: dependencies come first
+    names = dependency_order(select_notebooks(root, only))
     _check_kernel(kernel_name)
     out_dir = reports_dir(profile, root)
     out_dir.mkdir(parents=True, exist_ok=True)
