@@ -141,8 +141,11 @@ def normalized(canvas_set: CanvasSet, reference: StainReference | None) -> Canva
     return CanvasSet(canvas_set.name, canvas_set.frame, stain_normalized(canvas_set.canvases, reference))
 
 
-def run_params(p: GeneralParams, recipe: WbcSubtypesParams, val_groups: list[int], variant: Variant) -> dict:
+def run_params(
+    p: GeneralParams, recipe: WbcSubtypesParams, val_groups: list[int], variant: Variant, epochs: int | None = None
+) -> dict:
     """Everything that defines the trained weights (the model-cache key hashes it)."""
+    recipe = dataclasses.replace(recipe, epochs_custom=epochs or p.classifier_epochs)
     return {
         "recipe": wbc.run_params(recipe, p.classifier_model, val_groups),
         "variant": dataclasses.asdict(variant),
@@ -156,8 +159,10 @@ def run_params(p: GeneralParams, recipe: WbcSubtypesParams, val_groups: list[int
     }
 
 
-def model_run(p: GeneralParams, data: GeneralWbcData, variant: Variant, root: Path | None = None) -> ModelRun:
-    params = run_params(p, data.recipe, data.val_groups, variant)
+def model_run(
+    p: GeneralParams, data: GeneralWbcData, variant: Variant, root: Path | None = None, *, epochs: int | None = None
+) -> ModelRun:
+    params = run_params(p, data.recipe, data.val_groups, variant, epochs)
     return ModelRun(f"{TASK}/{variant.slug}", params, data.fingerprints, root)
 
 
@@ -172,10 +177,18 @@ def load_stain(folder: Path) -> StainReference | None:
 
 
 def train_variant(
-    p: GeneralParams, data: GeneralWbcData, variant: Variant, *, progress: bool = True, models_root: Path | None = None
+    p: GeneralParams,
+    data: GeneralWbcData,
+    variant: Variant,
+    *,
+    epochs: int | None = None,
+    progress: bool = True,
+    models_root: Path | None = None,
 ) -> tuple[TrainedModel, StainReference | None]:
-    """The classifier of ``variant`` (from the cache, or trained and cached) and its stain reference."""
-    run = model_run(p, data, variant, models_root)
+    """The classifier of ``variant`` trained ``epochs`` (default ``p.classifier_epochs``), from the
+    cache or trained and cached, and its stain reference."""
+    epochs = epochs or p.classifier_epochs
+    run = model_run(p, data, variant, models_root, epochs=epochs)
     if run.is_complete() and stain_path(run).is_file():
         reference = load_stain(run.folder)
     else:
@@ -183,7 +196,7 @@ def train_variant(
     augment = wbc.augment_config(data.recipe)
     if not variant.colour_aug:
         augment = dataclasses.replace(augment, brightness=0.0, contrast=0.0, saturation=0.0, hue=0.0)
-    config = wbc.train_config(data.recipe, p.classifier_model)
+    config = dataclasses.replace(wbc.train_config(data.recipe, p.classifier_model), epochs=epochs)
 
     def train(model: torch.nn.Module):
         sets = [normalized(data.sets[f"{s}/{part}"], reference) for part in ("train", "val") for s in variant.sources]
@@ -252,18 +265,18 @@ def evaluate_variant(
 LEFT_OUT = {"dataset2": ("dataset2/val", "dataset2/TEST_SIMPLE"), "PBC": ("PBC/val", "PBC/test")}
 
 
-def loso_table(
-    p: GeneralParams, data: GeneralWbcData, stains: tuple[str, ...], *, bootstrap: int, progress: bool = True
-) -> pd.DataFrame:
-    """Leave one source out: for each source and stain normalisation, the classifier trained on the
-    other source alone, scored on the left-out source's validation and held-out cells (the
-    validation column is what a choice of normalisation may look at)."""
+def loso_table(p: GeneralParams, data: GeneralWbcData, *, bootstrap: int, progress: bool = True) -> pd.DataFrame:
+    """Leave one source out: for each source and stain normalisation of ``p.loso_stains``, the
+    classifier trained on the other source alone (``p.loso_epochs``), scored on the left-out
+    source's validation and held-out cells (the validation rows are what a choice of normalisation
+    may look at)."""
+    settings = [(stain, True) for stain in p.loso_stains] + ([("none", False)] if p.loso_without_jitter else [])
     tables = []
     for left_out in SOURCES:
         trained_on = tuple(s for s in SOURCES if s != left_out)
-        for stain in stains:
-            variant = Variant(trained_on, stain, True)
-            trained, reference = train_variant(p, data, variant, progress=progress)
+        for stain, jitter in settings:
+            variant = Variant(trained_on, stain, jitter)
+            trained, reference = train_variant(p, data, variant, progress=progress, epochs=p.loso_epochs)
             _, table = evaluate_variant(
                 trained, reference, data, sets=LEFT_OUT[left_out], bootstrap=bootstrap, seed=p.seed
             )
@@ -272,6 +285,7 @@ def loso_table(
                     trained_on="+".join(trained_on),
                     left_out=left_out,
                     stain=stain,
+                    colour_jitter=jitter,
                     train_minutes=trained.train_seconds / 60,
                 )
             )
@@ -297,3 +311,22 @@ def uncertain_share(preds: pd.DataFrame, threshold: float) -> pd.DataFrame:
             }
         )
     return pd.DataFrame(rows)
+
+
+def normalisation_examples(
+    data: GeneralWbcData, stains: tuple[str, ...], *, per_source: int, seed: int
+) -> tuple[list[torch.Tensor], list[str]]:
+    """The same training canvases of each source as they are and under each normalisation (references
+    fitted on both sources' training canvases), as float images with titles, row by row."""
+    rng = np.random.default_rng(seed)
+    picks = {s: rng.permutation(len(data.sets[f"{s}/train"]))[:per_source] for s in SOURCES}
+    canvases = torch.cat([data.sets[f"{s}/train"].canvases[torch.as_tensor(i)] for s, i in picks.items()])
+    labels = [data.sets[f"{s}/train"].frame["label"].iloc[k].lower() for s, i in picks.items() for k in i]
+    sources = [s for s in SOURCES for _ in range(per_source)]
+    images, titles = [], []
+    for stain in ("none", *[s for s in stains if s != "none"]):
+        reference = fit_stain(data, Variant(SOURCES, stain), seed)
+        shown = canvases if reference is None else stain_normalized(canvases, reference)
+        images += [c.float() / 255 for c in shown]
+        titles += [f"{stain}: {src} {label}" for src, label in zip(sources, labels)]
+    return images, titles

@@ -6,6 +6,8 @@ from dataclasses import dataclass
 
 from bloodlib.params import check_values
 
+STAINS = ("none", "reinhard", "macenko")
+
 
 @dataclass(frozen=True)
 class GeneralParams:
@@ -27,6 +29,8 @@ class GeneralParams:
     ``classifier_epochs``; fields are stain-normalised with ``stain`` (``none``, ``reinhard`` or
     ``macenko``) fitted on the training fields; PBC (``pbc_per_class`` images of each subtype, 0 =
     all 600) is split per image into train/val/test by ``pbc_val_fraction``/``pbc_test_fraction``.
+    The leave-one-source-out classifiers train ``loso_epochs`` epochs with each of ``loso_stains``
+    (with Task 2's colour jitter) and, if ``loso_without_jitter``, without normalisation and jitter.
 
     Evaluation: ``bootstrap`` resamples for 95 % intervals; ``rescale_factors`` for the synthetic
     magnification test; ``ood_*`` thresholds of the out-of-distribution flags.
@@ -71,6 +75,9 @@ class GeneralParams:
     classifier_model: str
     classifier_epochs: int
     stain: str
+    loso_stains: list[str]
+    loso_without_jitter: bool
+    loso_epochs: int
     pbc_per_class: int
     pbc_val_fraction: float
     pbc_test_fraction: float
