@@ -289,7 +289,23 @@ def loso_table(p: GeneralParams, data: GeneralWbcData, *, bootstrap: int, progre
                     train_minutes=trained.train_seconds / 60,
                 )
             )
-    return pd.concat(tables, ignore_index=True)
+    columns = [
+        "trained_on",
+        "left_out",
+        "stain",
+        "colour_jitter",
+        "set",
+        "images",
+        "groups",
+        "accuracy",
+        "accuracy_lo",
+        "accuracy_hi",
+        "balanced_accuracy",
+        "balanced_accuracy_lo",
+        "balanced_accuracy_hi",
+        "train_minutes",
+    ]
+    return pd.concat(tables, ignore_index=True)[columns]
 
 
 def uncertain_share(preds: pd.DataFrame, threshold: float) -> pd.DataFrame:
