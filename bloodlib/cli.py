@@ -7,6 +7,11 @@ bloodlib report [--profile cpu] [--only NAME ...] [--jobs N]
 bloodlib train [TASK|all] [--profile cpu]  train a task's models (default: all) into the model cache
 bloodlib analyze PATH... [--out DIR] [--models DIR] [--model-set general|bccd] [--um-per-pixel UM] [--age N --sex M|F]
                                         smear images -> counts, differential, COVID-19 probability
+bloodlib models export FILE [--profile cpu] [--only NAME ...] [--models DIR]
+                                        one archive (tar.gz, or .zip) of the trained models a profile's reports use
+bloodlib models import FILE [--models DIR] [--sha256 HEX]
+                                        verify a bundle and place its models in the model cache
+bloodlib models verify FILE             check a bundle's members against its manifest, write nothing
 bloodlib kernel [--name bloodlib] [--prefix DIR | --user]
                                         register the Jupyter kernel (with the compute environment)
 
@@ -17,6 +22,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+from pathlib import Path
 
 from bloodlib import runtime
 from bloodlib.params import DEFAULT_PROFILE, PROFILES
@@ -124,6 +130,51 @@ def cmd_analyze(args: argparse.Namespace) -> int:
     return analyze_cli(args)
 
 
+def cmd_models_export(args: argparse.Namespace) -> int:
+    from bloodlib.bundles import BundleError, bundle_summary, export_bundle
+    from bloodlib.data.download import sha256_file
+    from bloodlib.paths import project_root
+    from bloodlib.report.runner import select_notebooks
+
+    try:
+        notebooks = select_notebooks(project_root(), args.only) if args.only else None
+        manifest = export_bundle(args.file, profile=args.profile, notebooks=notebooks, models=args.models)
+    except (BundleError, ValueError, OSError) as err:
+        print(f"bloodlib models export: {err}", file=sys.stderr)
+        return 2
+    print("\n".join([f"wrote {args.file}", *bundle_summary(manifest), f"sha256 {sha256_file(args.file)}"]))
+    return 0
+
+
+def cmd_models_import(args: argparse.Namespace) -> int:
+    from bloodlib.bundles import BundleError, bundle_summary, import_bundle
+    from bloodlib.modelcache import models_root
+
+    try:
+        result = import_bundle(args.file, models=args.models, sha256=args.sha256)
+    except (BundleError, RuntimeError, OSError) as err:  # RuntimeError: UnsafeArchiveError, a corrupt archive
+        print(f"bloodlib models import: {err}", file=sys.stderr)
+        return 2
+    root = args.models or models_root()
+    print("\n".join(bundle_summary(result.manifest)))
+    print(f"placed {len(result.placed)} folder(s) in {root}; {len(result.present)} already there")
+    for warning in result.warnings:
+        print(f"warning: {warning}", file=sys.stderr)
+    return 0
+
+
+def cmd_models_verify(args: argparse.Namespace) -> int:
+    from bloodlib.bundles import BundleError, bundle_summary, read_manifest
+
+    try:
+        manifest = read_manifest(args.file)
+    except (BundleError, RuntimeError, OSError) as err:
+        print(f"bloodlib models verify: {err}", file=sys.stderr)
+        return 2
+    print("\n".join([*bundle_summary(manifest), "members agree with the manifest (sha256 is checked on import)"]))
+    return 0
+
+
 def cmd_kernel(args: argparse.Namespace) -> int:
     from bloodlib.report.runner import install_kernel
 
@@ -190,6 +241,23 @@ def build_parser() -> argparse.ArgumentParser:
     analyze.add_argument("--no-images", action="store_true", help="skip the annotated PNGs")
     analyze.add_argument("--quiet", action="store_true", help="no progress bar")
     analyze.set_defaults(func=cmd_analyze)
+
+    models = commands.add_parser("models", help="export and import bundles of trained models (for a class)")
+    models_commands = models.add_subparsers(dest="models_command", required=True)
+    export = models_commands.add_parser("export", help="write one archive of a profile's trained models")
+    export.add_argument("file", metavar="FILE", help="the bundle to write: .tar.gz (default) or .zip")
+    export.add_argument("--profile", choices=PROFILES, default=DEFAULT_PROFILE)
+    export.add_argument("--only", nargs="+", metavar="NAME", help="only the models of these notebooks")
+    export.add_argument("--models", type=Path, metavar="DIR", help="models root (default: the model cache)")
+    export.set_defaults(func=cmd_models_export)
+    load = models_commands.add_parser("import", help="verify a bundle and place its models in the model cache")
+    load.add_argument("file", metavar="FILE")
+    load.add_argument("--models", type=Path, metavar="DIR", help="models root (default: the model cache)")
+    load.add_argument("--sha256", metavar="HEX", help="the bundle's sha256 as its maker printed it")
+    load.set_defaults(func=cmd_models_import)
+    check = models_commands.add_parser("verify", help="check a bundle's members against its manifest")
+    check.add_argument("file", metavar="FILE")
+    check.set_defaults(func=cmd_models_verify)
 
     kernel = commands.add_parser("kernel", help="register this Python as the Jupyter kernel the notebooks use")
     kernel.add_argument("--name", default=KERNEL_NAME, help=f"kernel name (default: {KERNEL_NAME})")
