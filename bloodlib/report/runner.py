@@ -127,12 +127,9 @@ def _check_kernel(kernel_name: str) -> None:
 
 
 def _render_html(executed: Path, html: Path) -> None:
-    import nbformat
-    from nbconvert import HTMLExporter
+    from bloodlib.report.html import render_html
 
-    notebook = nbformat.read(executed, as_version=4)
-    body, _ = HTMLExporter().from_notebook_node(notebook)
-    atomic_write_text(html, body)
+    render_html(executed, html)
 
 
 def run_notebook(
