@@ -1,8 +1,15 @@
-"""``reports/<profile>/index.html``: every report, the paper's numbers beside ours, provenance."""
+"""``reports/<profile>/index.html``: the paper's numbers beside ours first, then every report, provenance.
+
+The page leads with the summary rows of every notebook's ``metrics.json`` (``metric``, ``paper``,
+``ours``, ``note``), grouped by notebook, each with a cue (:func:`compare`): **better**, **within CI**
+(the paper's number lies in our confidence interval) or **worse** than the paper, or none where the
+paper gives no number. Then each notebook's status, time and links, then provenance.
+"""
 
 from __future__ import annotations
 
 import json
+import re
 from html import escape
 from pathlib import Path
 
@@ -14,7 +21,18 @@ table{border-collapse:collapse;margin:1em 0}th,td{border:1px solid #ccc;padding:
 th{background:#f3f3f3}.ok{color:#176317;font-weight:bold}.failed{color:#b00020;font-weight:bold}
 .thumbs img{height:120px;margin:4px;border:1px solid #ddd}code{background:#f6f6f6;padding:1px 3px}
 td.num{text-align:right;font-variant-numeric:tabular-nums}
+tr.task th{background:#e8eef6;font-size:105%}tr.task th small{font-weight:normal;color:#444;margin-left:1em}
+.cue{display:inline-block;padding:0 6px;border-radius:3px;font-weight:600;white-space:nowrap}
+.cue.better{background:#d8f0d8;color:#145214}.cue.within{background:#e4e9f2;color:#1f3d66}
+.cue.worse{background:#f8dcdc;color:#8a1020}.cue.none{color:#888;font-weight:normal}
+p.legend{font-size:90%;color:#444}
 """
+
+#: Words in a metric's name that make a lower value the better one (errors, false negatives, time).
+LOWER_IS_BETTER = ("false negative", "mape", "mae", "error", "minutes", "seconds", "time")
+_CI = re.compile(r"(\d+(?:\.\d+)?)\s*% CI[:\s]*\[?\s*([-+]?\d*\.?\d+)\s*(?:,|–|-|to)\s*([-+]?\d*\.?\d+)")
+#: Cue class -> its label on the page.
+CUES = {"better": "▲ better", "within": "● within CI", "worse": "▼ worse", "none": "–"}
 
 
 def _fmt(value) -> str:
@@ -59,11 +77,79 @@ def _summary_rows(out_dir: Path, name: str) -> list[dict]:
     return json.loads(path.read_text(encoding="utf-8")).get("summary", [])
 
 
+def confidence_interval(row: dict) -> tuple[float, float] | None:
+    """Our interval of a summary row: its ``ci`` (``[low, high]``), else the first "NN% CI a-b" (or
+    "[a, b]") in its note; None if it has neither."""
+    ci = row.get("ci")
+    if isinstance(ci, (list, tuple)) and len(ci) == 2 and all(isinstance(v, (int, float)) for v in ci):
+        return float(ci[0]), float(ci[1])
+    found = _CI.search(str(row.get("note", "")))
+    return (float(found.group(2)), float(found.group(3))) if found else None
+
+
+def higher_is_better(row: dict) -> bool:
+    """A summary row's direction: its ``better`` (``"higher"`` or ``"lower"``), else lower for the
+    metrics named in :data:`LOWER_IS_BETTER`, higher for the rest."""
+    if row.get("better") in ("higher", "lower"):
+        return row["better"] == "higher"
+    metric = str(row.get("metric", "")).lower()
+    return not any(word in metric for word in LOWER_IS_BETTER)
+
+
+def compare(row: dict) -> str:
+    """The cue of a summary row: ``"within"`` when the paper's number lies in our interval, else
+    ``"better"`` or ``"worse"`` by the row's direction; ``"none"`` without both numbers (a tie
+    without an interval counts as within)."""
+    paper, ours = row.get("paper"), row.get("ours")
+    if not isinstance(paper, (int, float)) or not isinstance(ours, (int, float)):
+        return "none"
+    ci = confidence_interval(row)
+    if (ci is not None and min(ci) <= paper <= max(ci)) or ours == paper:
+        return "within"
+    return "better" if (ours > paper) == higher_is_better(row) else "worse"
+
+
+def _cue(kind: str, row: dict) -> str:
+    ci = confidence_interval(row)
+    title = f"ours {_fmt(row.get('ours'))}" + (f", CI {ci[0]:.3f}–{ci[1]:.3f}" if ci else ", no CI")
+    title += f"; paper {_fmt(row.get('paper'))}; {'higher' if higher_is_better(row) else 'lower'} is better"
+    return f'<span class="cue {kind}" title="{escape(title)}">{CUES[kind]}</span>'
+
+
+def _summary_section(out_dir: Path, names: list[str]) -> str:
+    """The paper-vs-ours table, one group of rows per notebook, each row with its cue."""
+    groups = []
+    for name in names:
+        rows = _summary_rows(out_dir, name)
+        if not rows:
+            continue
+        kinds = [compare(row) for row in rows]
+        tally = " · ".join(
+            f"{kinds.count(k)} {CUES[k].split(' ', 1)[1]}" for k in ("better", "within", "worse") if k in kinds
+        )
+        report = _link(f"{name}.html", "report") if (out_dir / f"{name}.html").is_file() else ""
+        body = "".join(
+            f"<tr><td>{escape(row['metric'])}</td>"
+            f'<td class="num">{_fmt(row.get("paper"))}</td><td class="num">{_fmt(row.get("ours"))}</td>'
+            f"<td>{_cue(kind, row)}</td><td>{escape(str(row.get('note', '')))}</td></tr>"
+            for row, kind in zip(rows, kinds)
+        )
+        groups.append(
+            f'<tr class="task"><th colspan="5">{escape(name)} {report}<small>{escape(tally)}</small></th></tr>{body}'
+        )
+    return (
+        '<table class="summary"><tr><th>metric</th><th>paper</th><th>ours</th><th>vs paper</th>'
+        "<th>note (split, protocol, interval)</th></tr>"
+        + ("".join(groups) or '<tr><td colspan="5">no metrics yet</td></tr>')
+        + "</table>"
+    )
+
+
 def render_index(out_dir: Path, record: dict) -> str:
     """The index page for a report folder and its ``runs.json`` record."""
     prov = record.get("provenance", {})
     runs = record.get("notebooks", {})
-    rows, summary, details = [], [], []
+    rows, details = [], []
     for name in sorted(runs):
         run = runs[name]
         html_ok = (out_dir / f"{name}.html").is_file()
@@ -77,15 +163,9 @@ def render_index(out_dir: Path, record: dict) -> str:
                 report += "<br><small>(previous good report)</small>"
         rows.append(
             f"<tr><td>{escape(name)}</td><td>{status}</td><td>{report}</td>"
-            f'<td class="num">{run["wall_s"]:.1f}</td><td>{escape(run["finished_at"])}</td>'
+            f'<td class="num">{run["wall_s"] / 60:.1f}</td><td>{escape(run["finished_at"])}</td>'
             f"<td>{_files_cell(out_dir, name)}</td></tr>"
         )
-        for row in _summary_rows(out_dir, name):
-            summary.append(
-                f"<tr><td>{escape(name)}</td><td>{escape(row['metric'])}</td>"
-                f'<td class="num">{_fmt(row.get("paper"))}</td><td class="num">{_fmt(row.get("ours"))}</td>'
-                f"<td>{escape(str(row.get('note', '')))}</td></tr>"
-            )
         data = "".join(
             f"<li><code>{escape(d['name'])}</code>: {'verified' if d['ok'] else 'NOT verified: ' + escape('; '.join(d['problems']))}"
             f" – {escape(d['path'] or '')}<br><small>"
@@ -105,15 +185,17 @@ def render_index(out_dir: Path, record: dict) -> str:
     machine = prov.get("machine", {})
     return f"""<!DOCTYPE html>
 <html lang="en"><head><meta charset="utf-8"><title>bloodlib reports – {escape(str(prov.get("profile", "")))}</title>
-<style>{_STYLE}</style></head><body>
+<link rel="icon" href="data:,"><style>{_STYLE}</style></head><body>
 <h1>bloodlib reports – profile <code>{escape(str(prov.get("profile", "")))}</code></h1>
 <p>Automated blood-smear analysis, rebuilt from Shojaee &amp; Omidvar. Research tool, not a diagnostic device.</p>
+<h2>Summary: the paper's numbers beside ours</h2>
+<p class="legend">{CUES["better"]} / {CUES["worse"]}: ours is better / worse than the paper's number (by the metric's
+direction: lower for errors, false negatives and times); {CUES["within"]}: the paper's number lies in our confidence
+interval (given in the note), or equals ours; {CUES["none"]}: the paper gives no number. Hover a cue for the numbers.</p>
+{_summary_section(out_dir, sorted(runs))}
 <h2>Reports</h2>
-<table><tr><th>notebook</th><th>status</th><th>report</th><th>wall time (s)</th><th>finished (UTC)</th><th>files</th></tr>
+<table><tr><th>notebook</th><th>status</th><th>report</th><th>time (min)</th><th>finished (UTC)</th><th>files</th></tr>
 {"".join(rows)}</table>
-<h2>The paper's numbers beside ours</h2>
-<table><tr><th>notebook</th><th>metric</th><th>paper</th><th>ours</th><th>note (split, protocol)</th></tr>
-{"".join(summary) or '<tr><td colspan="5">no metrics yet</td></tr>'}</table>
 <h2>Provenance</h2>
 <ul><li>git commit: <code>{escape(str(prov.get("git_commit", "unknown")))}</code></li>
 <li>machine: {escape(str(machine.get("platform", "")))}, {escape(str(machine.get("cpus", "")))} CPUs</li>
