@@ -40,6 +40,8 @@ class PipelineParams:
     Notebook: the BCCD test split (``test_images`` caps it, 0 = all) is grouped into
     pseudo-samples of ``pseudo_sample_size`` images drawn with ``seed``;
     ``match_iou`` matches detections to ground-truth boxes; ``examples`` annotated images are shown.
+    ``interactive``: in JupyterLab, True shows an upload box where a student analyses a smear image of
+    their own (:func:`bloodlib.pipeline.widget.smear_upload`); rendered reports leave it False.
     """
 
     seed: int
@@ -72,6 +74,7 @@ class PipelineParams:
     pseudo_sample_size: int
     match_iou: float
     examples: int
+    interactive: bool
 
     def __post_init__(self) -> None:
         """Value checks (types, missing and unknown keys are checked by :func:`bloodlib.params.build`)."""
