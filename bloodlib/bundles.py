@@ -207,7 +207,8 @@ def _pipeline_runs(profile: str, root: Path | None) -> list[WantedRun]:
     ]
 
 
-#: notebook -> the training runs it loads from the model cache (``(profile, project root) -> runs``).
+#: notebook -> the training runs it loads from the model cache (``(profile, project root) -> runs``). A notebook
+#: that trains a new model adds it here, or a bundle lacks it and ``make reports`` trains it after an import.
 NOTEBOOK_RUNS: dict[str, Callable[[str, Path | None], list[WantedRun]]] = {
     "01_detection": _detection_runs,
     "02_wbc_subtypes": _wbc_runs,
