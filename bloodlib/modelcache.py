@@ -17,13 +17,16 @@ only, so a model file cannot run code. The models root is ``BLOODLIB_MODELS`` if
 
 Nothing read from the cache is trusted: a ``final.pt`` or ``run.json`` that is truncated, altered
 or would need code to unpickle raises :class:`CorruptModelError` naming the file (``bloodlib
-train`` then moves the entry aside with :meth:`ModelRun.set_aside` and trains it again); a damaged
+train``, inside :func:`rebuilding_damaged`, moves the entry aside with :meth:`ModelRun.set_aside`
+and trains it again); a damaged
 ``checkpoint.pt`` raises :class:`CorruptCheckpointError` (training warns and starts over). Training
 a key holds :meth:`ModelRun.lock`, so two processes never train the same model at once.
 """
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
 import hashlib
 import json
 import os
@@ -69,6 +72,25 @@ class CorruptModelError(RuntimeError):
         super().__init__(message)
         self.path = path
         self.reason = reason or message  # what is wrong with the file, without advice
+
+
+_REBUILD_DAMAGED = contextvars.ContextVar("bloodlib_rebuild_damaged", default=False)
+
+
+@contextlib.contextmanager
+def rebuilding_damaged():
+    """While the block runs (``bloodlib train``), training entry points move a damaged cache entry aside
+    and train it again instead of raising :class:`CorruptModelError`."""
+    token = _REBUILD_DAMAGED.set(True)
+    try:
+        yield
+    finally:
+        _REBUILD_DAMAGED.reset(token)
+
+
+def rebuild_damaged() -> bool:
+    """Whether a damaged cache entry is to be rebuilt here (inside :func:`rebuilding_damaged`)."""
+    return _REBUILD_DAMAGED.get()
 
 
 class CorruptCheckpointError(CorruptModelError):

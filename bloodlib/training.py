@@ -34,7 +34,7 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
-from bloodlib.modelcache import CorruptModelError, ModelRun, seed_everything
+from bloodlib.modelcache import CorruptModelError, ModelRun, rebuild_damaged, seed_everything
 
 OPTIMIZERS = ("adam", "adamw", "sgd")
 
@@ -353,14 +353,19 @@ def load_or_train(
     calls :func:`fit` with ``run=run``), then cached.
 
     Training holds the key's lock (:meth:`ModelRun.lock`): a second process waits, then loads the
-    model the first one cached. A damaged or unsafe cache entry is moved aside with a warning and
-    trained again.
+    model the first one cached.
+
+    Raises:
+        bloodlib.modelcache.CorruptModelError: the cache entry is damaged or unsafe (names the file);
+            under ``bloodlib train`` (:func:`bloodlib.modelcache.rebuilding_damaged`) it is instead
+            moved aside with a warning and trained again.
     """
     if run.is_complete():  # reading needs no lock (a read-only models folder works)
         try:
             return TrainedModel.from_cache(run, build(), name=name)
         except CorruptModelError:
-            pass  # handled under the lock
+            if not rebuild_damaged():
+                raise
     with run.lock():
         return _load_or_train_locked(run, build, train, name=name, seed=seed)
 
@@ -374,6 +379,8 @@ def _load_or_train_locked(
         try:
             return TrainedModel.from_cache(run, build(), name=name)
         except CorruptModelError as err:
+            if not rebuild_damaged():
+                raise
             aside = run.set_aside()
             warnings.warn(f"{err.reason}; the entry was moved to {aside}, training {name} again", stacklevel=3)
     seed_everything(seed)

@@ -8,7 +8,8 @@ detector's training fields) is cached beside them as ``general/colour/<detector 
 
 A damaged ``stain.json`` or ``colour.json`` (truncated, not the expected JSON) raises
 :class:`~bloodlib.modelcache.CorruptModelError` naming the file and ``bloodlib train general``,
-which moves a damaged classifier entry aside and trains it again, and refits a damaged colour model.
+which moves a damaged classifier entry aside and trains it again (:func:`~bloodlib.modelcache.rebuilding_damaged`),
+and refits a damaged colour model.
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ from bloodlib.general import classifier as general_classifier
 from bloodlib.general import detector as general_detector
 from bloodlib.general.params import GeneralParams
 from bloodlib.imaging.stain import ColourModel, StainReference, field_colour_stats
-from bloodlib.modelcache import CorruptModelError, ModelNotTrainedError, ModelRun, find_run
+from bloodlib.modelcache import CorruptModelError, ModelNotTrainedError, ModelRun, find_run, rebuild_damaged
 from bloodlib.training import TrainedModel
 
 
@@ -109,7 +110,13 @@ def load_classifier(
 
     variant = general_classifier.deployed_variant(p)
     run = _classifier_run(p, root)
-    if run is not None and train_missing and run.is_complete() and general_classifier.stain_path(run).is_file():
+    if (
+        run is not None
+        and train_missing
+        and rebuild_damaged()
+        and run.is_complete()
+        and general_classifier.stain_path(run).is_file()
+    ):
         try:
             _load_stain(run)
         except CorruptModelError as err:

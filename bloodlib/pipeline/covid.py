@@ -410,3 +410,15 @@ def load_or_fit(p: PipelineParams, root: Path, *, rebuild_damaged: bool = False)
         model = fit_covid_model(load_osr_cohort(), p, key)
         atomic_write_text(path, json.dumps(model_record(model), indent=2) + "\n")
         return model
+
+
+def train_cli(profile: str, root: Path) -> int:
+    """``bloodlib train covid --profile <profile>``: the COVID-19 model of ``bloodlib analyze`` into the model
+    cache (a damaged cached copy is moved aside and fitted again)."""
+    from bloodlib.modelcache import models_root
+    from bloodlib.params import load_params
+
+    p = load_params("04_pipeline", profile, root)
+    model = load_or_fit(p, models_root(), rebuild_damaged=True)
+    print(f"COVID-19 model ({model.classifier}, {model.params}): key {model.key}, fitted on {model.n} OSR records")
+    return 0
