@@ -161,7 +161,7 @@ def _sample_name(path: Path) -> str:
 
 
 _KINDS = (
-    (stat.S_ISFIFO, "a FIFO (named pipe)"),
+    (stat.S_ISFIFO, "a FIFO, a named pipe"),
     (stat.S_ISSOCK, "a socket"),
     (stat.S_ISCHR, "a character device"),
     (stat.S_ISBLK, "a block device"),
@@ -188,7 +188,7 @@ def check_file(path: Path, *, max_bytes: float = MAX_FILE_BYTES) -> str | None:
         return f"cannot read file: {err.strerror or err}"
     reason = _not_regular(info.st_mode)
     if reason is None and info.st_size > max_bytes:
-        reason = f"file is {info.st_size / 2**20:.1f} MB, over the limit of {max_bytes / 2**20:.0f} MB: not read"
+        reason = f"file is {info.st_size / 2**20:.1f} MB, over the limit of {max_bytes / 2**20:g} MB: not read"
     return reason
 
 
@@ -272,7 +272,7 @@ def read_bytes(path: Path, max_bytes: int | None = None) -> bytes:
             raise ImageInputError(reason)
         data = handle.read() if max_bytes is None else handle.read(max_bytes + 1)
     if max_bytes is not None and len(data) > max_bytes:
-        raise ImageInputError(f"file is over the limit of {max_bytes / 2**20:.0f} MB: not read")
+        raise ImageInputError(f"file is over the limit of {max_bytes / 2**20:g} MB: not read")
     return data
 
 
@@ -357,7 +357,7 @@ def load_image(
             with Image.open(io.BytesIO(data), formats=[kind]) as image:
                 if image.width * image.height > max_pixels:
                     raise ImageInputError(
-                        f"image is {image.width}x{image.height} px, over the limit of {max_pixels / 1e6:.0f} "
+                        f"image is {image.width}x{image.height} px, over the limit of {max_pixels / 1e6:g} "
                         "megapixels: not decoded (decompression bomb guard)"
                     )
                 if getattr(image, "n_frames", 1) > 1:
@@ -374,8 +374,13 @@ def load_image(
         raise
     except UnidentifiedImageError:
         raise ImageInputError("not an image (or an image format Pillow cannot read)") from None
-    except Image.DecompressionBombError as err:
-        raise ImageInputError(f"image too large to decode safely: {err}") from None
+    except Image.DecompressionBombError as err:  # Pillow's own guard, at twice its MAX_IMAGE_PIXELS
+        found = re.search(r"\((\d+) pixels\)", str(err))
+        size = f"{int(found.group(1)) / 1e6:.0f} megapixels" if found else "too many pixels"
+        raise ImageInputError(
+            f"image has {size}, over the limit of {max_pixels / 1e6:g} megapixels: not decoded "
+            "(decompression bomb guard)"
+        ) from None
     except (OSError, SyntaxError, ValueError) as err:
         raise ImageInputError(f"truncated or corrupt image: {err}") from None
     scale = 1.0
