@@ -53,7 +53,7 @@ _DRIVE_RE = re.compile(r"^[A-Za-z]:")
 #: Request headers that carry credentials: never sent to another origin after a redirect.
 CREDENTIAL_HEADERS = ("authorization", "cookie", "proxy-authorization")
 #: What reading a damaged or unsupported archive raises, besides tarfile's and zipfile's own errors.
-_ARCHIVE_ERRORS = (zlib.error, lzma.LZMAError, gzip.BadGzipFile, EOFError, NotImplementedError)
+_ARCHIVE_ERRORS = (zlib.error, lzma.LZMAError, gzip.BadGzipFile, EOFError, NotImplementedError, ValueError)
 
 
 class DownloadError(RuntimeError):
@@ -212,6 +212,7 @@ def extract_archive(archive: Path, dest: Path, *, mapping: Sequence[tuple[str, s
                 return _extract(members, lambda i: zf.open(i), archive, dest, mapping)
         if not tarfile.is_tarfile(archive):
             raise DownloadError(f"{archive} is neither a tar nor a zip archive")
+        _check_stream(archive)
         with tarfile.open(archive, "r:*") as tf:
             members = [(m.name, _tar_kind(m), m) for m in tf.getmembers()]
             return _extract(members, tf.extractfile, archive, dest, mapping)
@@ -221,6 +222,27 @@ def extract_archive(archive: Path, dest: Path, *, mapping: Sequence[tuple[str, s
         if isinstance(exc, DownloadError):
             raise
         raise DownloadError(f"cannot extract {archive}: {exc}") from exc
+
+
+#: Compressed tar streams by their first bytes, and how to read them to the end.
+_COMPRESSED = ((b"\x1f\x8b", gzip.open), (b"\xfd7zXZ\x00", lzma.open), (b"BZh", "bz2"))
+
+
+def _check_stream(archive: Path) -> None:
+    """Decompress a compressed tar to its end once, so that its checksum (gzip's CRC, xz's) is verified:
+    tarfile stops after the last member and would take a damaged stream's garbage silently."""
+    with open(archive, "rb") as fh:
+        head = fh.read(6)
+    opener = next((o for magic, o in _COMPRESSED if head.startswith(magic)), None)
+    if opener is None:
+        return
+    if opener == "bz2":
+        import bz2
+
+        opener = bz2.open
+    with opener(archive, "rb") as stream:
+        while stream.read(_CHUNK):
+            pass
 
 
 def _tar_kind(member: tarfile.TarInfo) -> str:

@@ -301,6 +301,9 @@ def run_reports(
         for name in names:  # FIFO: a notebook waits only on dependencies submitted before it
             before = [futures[d] for d in params_mod.DEPENDS.get(name, ()) if d in futures]
             futures[name] = pool.submit(_run_after, before, name, profile, root, kernel_name)
+        pending = set(futures.values())
+        while pending:  # wake up often: a signal handler (Ctrl-C, SIGTERM) runs only in this thread
+            _, pending = wait(pending, timeout=0.25)
         runs = [futures[name].result() for name in names]
     except KeyboardInterrupt:
         stopped = _stop_all(pool, futures)
