@@ -14,6 +14,7 @@
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
 import shutil
 import tempfile
@@ -94,13 +95,41 @@ def staging_dir(parent: Path, prefix: str) -> Path:
     return folder
 
 
+def _exchange(a: Path, b: Path) -> bool:
+    """Swap the two existing paths ``a`` and ``b`` in one atomic step (Linux ``renameat2(RENAME_EXCHANGE)``);
+    False where the system cannot."""
+    import ctypes
+    import ctypes.util
+    import sys
+
+    if not sys.platform.startswith("linux"):
+        return False
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
+        renameat2 = libc.renameat2
+    except (OSError, AttributeError):
+        return False
+    at_fdcwd, rename_exchange = -100, 2
+    if renameat2(at_fdcwd, os.fsencode(a), at_fdcwd, os.fsencode(b), rename_exchange) == 0:
+        return True
+    err = ctypes.get_errno()
+    if err in (errno.EINVAL, errno.ENOSYS, errno.ENOTSUP):  # a file system without RENAME_EXCHANGE
+        return False
+    raise OSError(err, os.strerror(err), str(b))
+
+
 def replace_dir(new: Path, target: Path) -> None:
-    """Put folder ``new`` at ``target``; an old ``target`` is renamed aside first, then removed.
+    """Put folder ``new`` at ``target``; an old ``target`` is swapped out in one atomic step where the system
+    can (Linux), else renamed aside first; then removed. At no moment is ``target`` missing or mixed.
 
     ``new`` and ``target`` must be on the same file system (make ``new`` with :func:`staging_dir`
-    in ``target``'s parent). Both renames are fsynced.
+    in ``target``'s parent). The renames are fsynced.
     """
     new, target = Path(new), Path(target)
+    if target.is_dir() and not target.is_symlink() and _exchange(new, target):
+        fsync_dir(target.parent)
+        shutil.rmtree(new, ignore_errors=True)  # the old target, now at new's path
+        return
     old = None
     if target.exists() or target.is_symlink():
         old = target.with_name(f".{target.name}.old-{os.getpid()}")
