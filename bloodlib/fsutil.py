@@ -153,16 +153,6 @@ def move_aside(path: Path, reason: str = "corrupt") -> Path:
     raise FileExistsError(f"too many {reason} copies beside {path}")
 
 
-@contextlib.contextmanager
-def removed_on_failure(folder: Path):
-    """Remove ``folder`` (recursively) if the block raises anything, Ctrl-C included."""
-    try:
-        yield folder
-    except BaseException:
-        shutil.rmtree(folder, ignore_errors=True)
-        raise
-
-
 class LockTimeoutError(TimeoutError):
     """Another process held a bloodlib lock for longer than the timeout; the message names it."""
 
