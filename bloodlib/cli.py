@@ -1,12 +1,14 @@
 """The ``bloodlib`` command line.
 
 bloodlib data list                      where each data set is (BLOODLIB_DATA, cache, missing)
-bloodlib data fetch NAME... | --all     download into the user cache and verify
+bloodlib data fetch NAME... | --all [--force]
+                                        download into the user cache and verify (re-fetch a copy that
+                                        fails verification; --force: always)
 bloodlib data verify NAME... | --all    hash every file against the registry
 bloodlib report [--profile cpu] [--only NAME ...] [--jobs N]
 bloodlib train [TASK|all] [--profile cpu]  train a task's models (default: all) into the model cache
 bloodlib analyze PATH... [--out DIR] [--models DIR] [--model-set general|bccd] [--um-per-pixel UM] [--age N --sex M|F]
-                                        smear images -> counts, differential, COVID-19 probability
+                 [--max-file-mb MB]     smear images -> counts, differential, COVID-19 probability
 bloodlib models export FILE [--profile cpu] [--only NAME ...] [--models DIR]
                                         one archive (tar.gz, or .zip) of the trained models a profile's reports use
 bloodlib models import FILE [--models DIR] [--sha256 HEX]
@@ -16,6 +18,9 @@ bloodlib kernel [--name bloodlib] [--prefix DIR | --user]
                                         register the Jupyter kernel (with the compute environment)
 
 Every command runs with the environment of :mod:`bloodlib.runtime`, set before torch loads.
+Exit codes (:data:`bloodlib.exitcodes.EXIT_CODES`, also in ``bloodlib --help``): 0 ok, 1 some inputs failed, 2 usage or
+parameters, 3 environment (disk full, permissions, missing or damaged models, a lock held too long),
+130 interrupted (Ctrl-C or SIGTERM). None of these ends in a traceback.
 """
 
 from __future__ import annotations
@@ -25,6 +30,13 @@ import sys
 from pathlib import Path
 
 from bloodlib import runtime
+from bloodlib.exitcodes import (
+    EXIT_CODES,
+    EXIT_ENVIRONMENT,
+    EXIT_INTERRUPTED,
+    environment_message,
+    interrupts_as_keyboard,
+)
 from bloodlib.params import DEFAULT_PROFILE, PROFILES
 from bloodlib.report.runner import KERNEL_NAME
 
@@ -34,6 +46,7 @@ TRAINERS: dict[str, str] = {
     "detection": "bloodlib.detection.train:train_cli",
     "wbc": "bloodlib.classification.train:train",
     "general": "bloodlib.general.models:train_cli",
+    "covid": "bloodlib.pipeline.covid:train_cli",
 }
 
 
@@ -65,12 +78,13 @@ def cmd_data_list(args: argparse.Namespace) -> int:
 
 
 def cmd_data_fetch(args: argparse.Namespace) -> int:
-    from bloodlib.data import DataNotFoundError, locate
+    from bloodlib.data import DataNotFoundError, repair
 
     failed = 0
     for name in _data_names(args):
         try:
-            print(f"{name}: {locate(name)}")
+            path, note = repair(name, force=args.force)
+            print(f"{name}: {path}" + (f" ({note})" if note else ""))
         except DataNotFoundError as err:
             print(f"{name}: FAILED\n{err}", file=sys.stderr)
             failed += 1
@@ -93,10 +107,14 @@ def cmd_data_verify(args: argparse.Namespace) -> int:
 
 def cmd_report(args: argparse.Namespace) -> int:
     from bloodlib.paths import reports_dir
-    from bloodlib.report.runner import run_reports
+    from bloodlib.report.runner import ReportInterrupted, run_reports
 
     try:
-        runs = run_reports(args.profile, only=args.only, jobs=args.jobs)
+        with interrupts_as_keyboard():
+            runs = run_reports(args.profile, only=args.only, jobs=args.jobs)
+    except ReportInterrupted as err:
+        print(f"bloodlib report: {err}", file=sys.stderr)
+        return EXIT_INTERRUPTED
     except (ValueError, RuntimeError, FileNotFoundError) as err:
         print(f"bloodlib report: {err}", file=sys.stderr)
         return 2
@@ -116,11 +134,14 @@ def cmd_train(args: argparse.Namespace) -> int:
         known = ", ".join(TRAINERS) or "none yet"
         print(f"bloodlib train: unknown task {args.task!r}; known: {known}, all", file=sys.stderr)
         return 2
+    from bloodlib.modelcache import rebuilding_damaged
+
     status = 0
     for task in TRAINERS if args.task == "all" else [args.task]:
         module_name, function_name = TRAINERS[task].split(":")
         train = getattr(importlib.import_module(module_name), function_name)
-        status = max(status, train(args.profile, project_root()))
+        with rebuilding_damaged():  # a damaged cache entry is moved aside and trained again
+            status = max(status, train(args.profile, project_root()))
     return status
 
 
@@ -183,7 +204,12 @@ def cmd_kernel(args: argparse.Namespace) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="bloodlib", description="Reproducible blood-smear analysis reports.")
+    parser = argparse.ArgumentParser(
+        prog="bloodlib",
+        description="Reproducible blood-smear analysis reports.",
+        epilog=EXIT_CODES,
+        formatter_class=_Formatter,
+    )
     commands = parser.add_subparsers(dest="command", required=True)
 
     data = commands.add_parser("data", help="list, fetch and verify the registered data sets")
@@ -193,18 +219,29 @@ def build_parser() -> argparse.ArgumentParser:
         ("fetch", cmd_data_fetch, "download into the user cache (unless BLOODLIB_DATA has it) and verify"),
         ("verify", cmd_data_verify, "hash every file against the registry's checksums"),
     ):
-        sub = data_commands.add_parser(verb, help=text)
+        sub = data_commands.add_parser(verb, help=text, epilog=EXIT_CODES, formatter_class=_Formatter)
         sub.add_argument("names", nargs="*", metavar="NAME")
         sub.add_argument("--all", action="store_true", help="every registered data set")
+        if verb == "fetch":
+            sub.add_argument(
+                "--force",
+                action="store_true",
+                help="download again even if the copy in the user cache verifies (it is replaced only once "
+                "the new download verifies)",
+            )
         sub.set_defaults(func=func)
 
-    report = commands.add_parser("report", help="execute notebooks and render HTML reports")
+    report = commands.add_parser(
+        "report", help="execute notebooks and render HTML reports", epilog=EXIT_CODES, formatter_class=_Formatter
+    )
     report.add_argument("--profile", choices=PROFILES, default=DEFAULT_PROFILE)
     report.add_argument("--only", nargs="+", metavar="NAME", help="notebook names (e.g. 03_covid_diagnosis)")
     report.add_argument("--jobs", type=int, default=1, help="notebooks executed in parallel")
     report.set_defaults(func=cmd_report)
 
-    train = commands.add_parser("train", help="train a task's models into the model cache")
+    train = commands.add_parser(
+        "train", help="train a task's models into the model cache", epilog=EXIT_CODES, formatter_class=_Formatter
+    )
     train.add_argument("task", nargs="?", default="all", help=f"one of: {', '.join(TRAINERS)}, or all (the default)")
     train.add_argument("--profile", choices=PROFILES, default=DEFAULT_PROFILE)
     train.set_defaults(func=cmd_train)
@@ -212,9 +249,16 @@ def build_parser() -> argparse.ArgumentParser:
     analyze = commands.add_parser(
         "analyze",
         help="smear images -> counts, WBC differential, COVID-19 probability (research tool, not a diagnostic device)",
+        epilog=EXIT_CODES,
+        formatter_class=_Formatter,
     )
     analyze.add_argument("paths", nargs="+", metavar="PATH", help="an image, or a folder of one sample's images")
-    analyze.add_argument("--out", default="bloodlib-analysis", help="output folder (default: ./bloodlib-analysis)")
+    analyze.add_argument(
+        "--out",
+        default="bloodlib-analysis",
+        help="output folder (default: ./bloodlib-analysis), replaced as a whole when the run completes; "
+        "refused inside an input folder or if it holds other files",
+    )
     analyze.add_argument(
         "--models", metavar="DIR", help="models root laid out like BLOODLIB_MODELS (default: the model cache)"
     )
@@ -239,6 +283,13 @@ def build_parser() -> argparse.ArgumentParser:
         help="parameters params/<profile>/04_pipeline.yaml (which models, thresholds, batch size)",
     )
     analyze.add_argument("--no-images", action="store_true", help="skip the annotated PNGs")
+    analyze.add_argument(
+        "--max-file-mb",
+        type=float,
+        default=200.0,
+        metavar="MB",
+        help="input files larger than this are refused before they are read (default: 200)",
+    )
     analyze.add_argument("--quiet", action="store_true", help="no progress bar")
     analyze.set_defaults(func=cmd_analyze)
 
@@ -268,10 +319,31 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+class _Formatter(argparse.RawDescriptionHelpFormatter):
+    """Keeps the exit-code table's lines as written."""
+
+
 def main(argv: list[str] | None = None) -> int:
+    """Run one command; the exit codes are :data:`EXIT_CODES`. Environment errors (disk full, permissions,
+    models missing or damaged, lock timeouts) and interrupts end with one message, not a traceback."""
+    from bloodlib.fsutil import LockTimeoutError
+    from bloodlib.modelcache import CorruptModelError, ModelNotTrainedError
+
     runtime.configure()  # before any command imports torch
     args = build_parser().parse_args(argv)
-    return args.func(args)
+    name = "bloodlib " + args.command
+    try:
+        with interrupts_as_keyboard():
+            return args.func(args)
+    except KeyboardInterrupt:
+        print(f"{name}: interrupted; finished results are kept, partial ones removed", file=sys.stderr)
+        return EXIT_INTERRUPTED
+    except (CorruptModelError, ModelNotTrainedError) as err:
+        print(f"{name}: {err}", file=sys.stderr)
+        return EXIT_ENVIRONMENT
+    except (OSError, LockTimeoutError) as err:
+        print(f"{name}: {environment_message(err)}", file=sys.stderr)
+        return EXIT_ENVIRONMENT
 
 
 if __name__ == "__main__":

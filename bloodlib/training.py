@@ -34,7 +34,7 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
-from bloodlib.modelcache import ModelRun, seed_everything
+from bloodlib.modelcache import CorruptModelError, ModelRun, rebuild_damaged, seed_everything
 
 OPTIMIZERS = ("adam", "adamw", "sgd")
 
@@ -239,7 +239,7 @@ def fit(
     history: list[dict[str, float]] = []
     best: dict[str, Any] | None = None
     done, seconds = 0, 0.0
-    saved = run.load_checkpoint() if run is not None else None
+    saved = run.resume_checkpoint() if run is not None else None  # a damaged checkpoint: warned, starts over
     if saved is None:
         seed_everything(config.seed)
     else:
@@ -350,9 +350,39 @@ def load_or_train(
     seed: int,
 ) -> TrainedModel:
     """The model of ``run`` from the cache, or built with ``seed`` and trained by ``train`` (which
-    calls :func:`fit` with ``run=run``), then cached."""
-    if run.is_complete():
-        return TrainedModel.from_cache(run, build(), name=name)
+    calls :func:`fit` with ``run=run``), then cached.
+
+    Training holds the key's lock (:meth:`ModelRun.lock`): a second process waits, then loads the
+    model the first one cached.
+
+    Raises:
+        bloodlib.modelcache.CorruptModelError: the cache entry is damaged or unsafe (names the file);
+            under ``bloodlib train`` (:func:`bloodlib.modelcache.rebuilding_damaged`) it is instead
+            moved aside with a warning and trained again.
+    """
+    if run.is_complete():  # reading needs no lock (a read-only models folder works)
+        try:
+            return TrainedModel.from_cache(run, build(), name=name)
+        except CorruptModelError:
+            if not rebuild_damaged():
+                raise
+    with run.lock():
+        return _load_or_train_locked(run, build, train, name=name, seed=seed)
+
+
+def _load_or_train_locked(
+    run: ModelRun, build: Callable[[], nn.Module], train: Callable[[nn.Module], FitResult], *, name: str, seed: int
+) -> TrainedModel:
+    import warnings
+
+    if run.is_complete():  # finished by another process while this one waited, or damaged
+        try:
+            return TrainedModel.from_cache(run, build(), name=name)
+        except CorruptModelError as err:
+            if not rebuild_damaged():
+                raise
+            aside = run.set_aside()
+            warnings.warn(f"{err.reason}; the entry was moved to {aside}, training {name} again", stacklevel=3)
     seed_everything(seed)
     model = build()
     result = train(model)

@@ -102,13 +102,13 @@ def test_outputs_state_the_notice_are_atomic_and_byte_identical(env):
     assert sample["counts_total"]["wbc"] == sum(sample["differential"]["counts"].values())
 
 
-def test_missing_models_and_bad_arguments_exit_2(tmp_path, monkeypatch, capsys):
+def test_missing_models_exit_3_and_bad_arguments_exit_2(tmp_path, monkeypatch, capsys):
     monkeypatch.setenv("BLOODLIB_MODELS", str(tmp_path / "models"))
     image = bccd_images(1)[0]
-    assert cli.main(["analyze", str(image), "--out", str(tmp_path / "o"), "--quiet"]) == 2
+    assert cli.main(["analyze", str(image), "--out", str(tmp_path / "o"), "--quiet"]) == 3  # environment: no models
     err = capsys.readouterr().err
     assert "no trained general detector" in err and "bloodlib train general --profile cpu" in err
-    assert cli.main(["analyze", str(image), "--out", str(tmp_path / "o"), "--model-set", "bccd", "--quiet"]) == 2
+    assert cli.main(["analyze", str(image), "--out", str(tmp_path / "o"), "--model-set", "bccd", "--quiet"]) == 3
     err = capsys.readouterr().err
     assert "no trained vgg16 detector" in err and "bloodlib train --profile cpu" in err
     assert cli.main(["analyze", str(image), "--model-set", "bccd", "--um-per-pixel", "0.1", "--quiet"]) == 2

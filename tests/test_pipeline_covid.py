@@ -113,7 +113,7 @@ def test_nested_cv_compares_feature_sets_on_the_same_splits(osr):
 def test_model_is_cached(tmp_path, osr):
     p = dataclasses.replace(quick_params(), covid_grid_size="none")
     first = covid.load_or_fit(p, tmp_path)
-    cached = list((tmp_path / "pipeline" / "covid").glob("*/model.pkl"))
-    assert len(cached) == 1 and (cached[0].parent / "model.json").is_file()
+    cached = list((tmp_path / "pipeline" / "covid").glob("*/model.json"))
+    assert len(cached) == 1 and not list((tmp_path / "pipeline" / "covid").rglob("*.pkl"))
     second = covid.load_or_fit(p, tmp_path)
     assert second.key == first.key and second.params == first.params

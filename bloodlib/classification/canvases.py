@@ -3,7 +3,9 @@
 Decoding, white-balancing, locating and cropping ~12.5k images takes about a minute on
 two cores; the result (a uint8 tensor, ~350 MB at 96x96) is cached under
 ``<models root>/wbc_subtypes/canvases/<key>.pt``, ``key`` hashing the crop policy, the file
-list, the boxes and the data checksums, so a changed policy or data set builds anew.
+list, the boxes and the data checksums, so a changed policy or data set builds anew. A cached file
+that cannot be read back as such a tensor (truncated, altered, unsafe) is moved aside with a warning
+naming it (``<key>.pt.corrupt-<n>``) and built again.
 """
 
 from __future__ import annotations
@@ -20,8 +22,8 @@ from tqdm.auto import tqdm
 
 from bloodlib.classification.classes import CLASSES
 from bloodlib.classification.crops import CropPolicy, read_rgb
-from bloodlib.fsutil import atomic_write_bytes
-from bloodlib.modelcache import models_root, run_key
+from bloodlib.fsutil import atomic_write_bytes, move_aside
+from bloodlib.modelcache import CorruptModelError, models_root, run_key, torch_load_bytes
 
 BOX_COLUMNS = ["x0", "y0", "x1", "y1"]
 
@@ -61,6 +63,29 @@ def _one(policy: CropPolicy, path: Path, box: tuple[float, ...] | None) -> torch
     return policy.canvas(read_rgb(path), box)
 
 
+def load_cached_canvases(path: Path, count: int, size: tuple[int, int]) -> torch.Tensor | None:
+    """The cached ``(count, 3, *size)`` uint8 canvases at ``path``; None if there are none or the file is
+    damaged (then moved aside with a warning, so that the caller builds them again)."""
+    import warnings
+
+    if not path.is_file():
+        return None
+    try:
+        canvases = torch_load_bytes(path.read_bytes(), path)
+        if not (
+            isinstance(canvases, torch.Tensor)
+            and canvases.dtype == torch.uint8
+            and tuple(canvases.shape) == (count, 3, *size)
+        ):
+            got = tuple(canvases.shape) if isinstance(canvases, torch.Tensor) else type(canvases).__name__
+            raise CorruptModelError(f"{path} is damaged (holds {got}, expected uint8 {(count, 3, *size)})", path)
+    except CorruptModelError as err:
+        aside = move_aside(path, "corrupt")
+        warnings.warn(f"{err}; moved to {aside.name}, building the canvases again", stacklevel=3)
+        return None
+    return canvases
+
+
 def build_canvases(
     frame: pd.DataFrame,
     policy: CropPolicy,
@@ -81,8 +106,8 @@ def build_canvases(
         {k: str(v) for k, v in data_checksums.items()},
     )
     target = models_root() / "wbc_subtypes" / "canvases" / f"{key}.pt"
-    if cache and target.is_file():
-        return torch.load(target, map_location="cpu", weights_only=True)
+    if cache and (cached := load_cached_canvases(target, len(paths), tuple(policy.canvas_size))) is not None:
+        return cached
     if not paths:
         h, w = policy.canvas_size
         return torch.zeros((0, 3, h, w), dtype=torch.uint8)

@@ -10,6 +10,7 @@ from bloodlib.data.registry import (
     fingerprint,
     get_spec,
     locate,
+    repair,
     verified_checksums,
     verify,
 )
@@ -24,6 +25,7 @@ __all__ = [
     "fingerprint",
     "get_spec",
     "locate",
+    "repair",
     "verified_checksums",
     "verify",
 ]

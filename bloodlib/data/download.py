@@ -4,15 +4,21 @@
 destination folder, length and sha256 checks, then :func:`os.replace`), so a
 failed or interrupted download never leaves anything that looks complete.
 :func:`extract_archive` unpacks tar / tar.gz / zip archives after validating
-every member, optionally remapping archive prefixes to destination prefixes.
+every member, optionally remapping archive prefixes to destination prefixes; an archive
+that cannot be read (corrupt zlib/gzip/lzma streams, encrypted or unsupported zip members)
+raises :class:`DownloadError`, so the registry tries the next source. Credentials passed in
+``headers`` (``Authorization``, ``Cookie``) are dropped when a redirect leaves the origin
+(scheme, host and port) they were meant for.
 
-Only the standard library and :mod:`tqdm` are used.
+Only the standard library, :mod:`tqdm` and :mod:`bloodlib.fsutil` are used.
 """
 
 from __future__ import annotations
 
+import gzip
 import hashlib
 import http.client
+import lzma
 import os
 import re
 import shutil
@@ -20,13 +26,17 @@ import stat
 import tarfile
 import tempfile
 import urllib.error
+import urllib.parse
 import urllib.request
 import zipfile
+import zlib
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import IO, Any
 
 from tqdm.auto import tqdm
+
+from bloodlib.fsutil import file_mode
 
 __all__ = [
     "ChecksumError",
@@ -40,6 +50,10 @@ __all__ = [
 _CHUNK = 1 << 20
 _SHA256_RE = re.compile(r"[0-9a-f]{64}")
 _DRIVE_RE = re.compile(r"^[A-Za-z]:")
+#: Request headers that carry credentials: never sent to another origin after a redirect.
+CREDENTIAL_HEADERS = ("authorization", "cookie", "proxy-authorization")
+#: What reading a damaged or unsupported archive raises, besides tarfile's and zipfile's own errors.
+_ARCHIVE_ERRORS = (zlib.error, lzma.LZMAError, gzip.BadGzipFile, EOFError, NotImplementedError, ValueError)
 
 
 class DownloadError(RuntimeError):
@@ -95,6 +109,7 @@ def download_file(
     tmp = Path(tmp_name)
     try:
         with os.fdopen(fd, "wb") as out:
+            os.fchmod(out.fileno(), file_mode())  # like open(): the umask, not mkstemp's 0600
             actual = _stream(request, out, timeout=timeout, progress=progress, desc=desc or dest.name)
         if expected is not None and actual != expected:
             raise ChecksumError(f"sha256 mismatch for {url}: expected {expected}, got {actual}")
@@ -105,11 +120,38 @@ def download_file(
     return dest
 
 
+def _origin(url: str) -> tuple[str, str, int | None]:
+    parts = urllib.parse.urlsplit(url)
+    port = parts.port or {"http": 80, "https": 443}.get(parts.scheme)
+    return parts.scheme.lower(), (parts.hostname or "").lower(), port
+
+
+class OriginRedirectHandler(urllib.request.HTTPRedirectHandler):
+    """Follows redirects like urllib's, but drops credential headers (:data:`CREDENTIAL_HEADERS`) when
+    the new URL's origin (scheme, host, port) differs from the original request's."""
+
+    def redirect_request(self, req, fp, code, msg, headers, newurl):
+        new = super().redirect_request(req, fp, code, msg, headers, newurl)
+        if new is not None and _origin(newurl) != _origin(req.full_url):
+            for name in list(new.headers):
+                if name.lower() in CREDENTIAL_HEADERS:
+                    del new.headers[name]
+            for name in list(new.unredirected_hdrs):
+                if name.lower() in CREDENTIAL_HEADERS:
+                    del new.unredirected_hdrs[name]
+        return new
+
+
+def _open(request: urllib.request.Request, timeout: float):
+    """``urlopen`` with :class:`OriginRedirectHandler` (the proxy settings of the environment apply)."""
+    return urllib.request.build_opener(OriginRedirectHandler).open(request, timeout=timeout)
+
+
 def _stream(request: urllib.request.Request, out: IO[bytes], *, timeout: float, progress: bool, desc: str) -> str:
     """Copy the response body for ``request`` into ``out``; return its sha256."""
     url = request.full_url
     try:
-        response = urllib.request.urlopen(request, timeout=timeout)
+        response = _open(request, timeout)
     except urllib.error.HTTPError as exc:
         exc.close()
         raise DownloadError(f"HTTP {exc.code} {exc.reason} for {url}") from exc
@@ -164,14 +206,43 @@ def extract_archive(archive: Path, dest: Path, *, mapping: Sequence[tuple[str, s
         if is_zip:
             with zipfile.ZipFile(archive) as zf:
                 members = [(i.filename, _zip_kind(i), i) for i in zf.infolist()]
+                encrypted = [i.filename for i in zf.infolist() if i.flag_bits & 0x1]
+                if encrypted:
+                    raise DownloadError(f"encrypted member {encrypted[0]!r} in {archive}: cannot extract it")
                 return _extract(members, lambda i: zf.open(i), archive, dest, mapping)
         if not tarfile.is_tarfile(archive):
             raise DownloadError(f"{archive} is neither a tar nor a zip archive")
+        _check_stream(archive)
         with tarfile.open(archive, "r:*") as tf:
             members = [(m.name, _tar_kind(m), m) for m in tf.getmembers()]
             return _extract(members, tf.extractfile, archive, dest, mapping)
-    except (tarfile.TarError, zipfile.BadZipFile, EOFError) as exc:
-        raise DownloadError(f"corrupt archive {archive}: {exc}") from exc
+    except (tarfile.TarError, zipfile.BadZipFile, *_ARCHIVE_ERRORS) as exc:
+        raise DownloadError(f"corrupt archive {archive}: {type(exc).__name__}: {exc}") from exc
+    except RuntimeError as exc:  # zipfile: "File ... is encrypted, password required for extraction"
+        if isinstance(exc, DownloadError):
+            raise
+        raise DownloadError(f"cannot extract {archive}: {exc}") from exc
+
+
+#: Compressed tar streams by their first bytes, and how to read them to the end.
+_COMPRESSED = ((b"\x1f\x8b", gzip.open), (b"\xfd7zXZ\x00", lzma.open), (b"BZh", "bz2"))
+
+
+def _check_stream(archive: Path) -> None:
+    """Decompress a compressed tar to its end once, so that its checksum (gzip's CRC, xz's) is verified:
+    tarfile stops after the last member and would take a damaged stream's garbage silently."""
+    with open(archive, "rb") as fh:
+        head = fh.read(6)
+    opener = next((o for magic, o in _COMPRESSED if head.startswith(magic)), None)
+    if opener is None:
+        return
+    if opener == "bz2":
+        import bz2
+
+        opener = bz2.open
+    with opener(archive, "rb") as stream:
+        while stream.read(_CHUNK):
+            pass
 
 
 def _tar_kind(member: tarfile.TarInfo) -> str:

@@ -9,12 +9,14 @@ Resolution order for a data set folder (:func:`locate`):
 Downloads land in a staging folder next to the target, are verified file by file
 against the registry's checksums, and only then renamed into place, so an
 interrupted or corrupt download never leaves a folder that looks complete.
+:func:`repair` (``bloodlib data fetch``) re-fetches a cached copy that fails verification.
 """
 
 from __future__ import annotations
 
 import base64
 import csv
+import errno
 import hashlib
 import json
 import os
@@ -27,7 +29,7 @@ from pathlib import Path
 
 from bloodlib.data.checks import Check, full_problems, quick_problems
 from bloodlib.data.download import DownloadError, download_file, extract_archive
-from bloodlib.fsutil import replace_dir
+from bloodlib.fsutil import replace_dir, staging_dir
 from bloodlib.paths import cache_dir, local_data_dir
 
 
@@ -391,12 +393,22 @@ def locate(name: str, *, download: bool = True) -> Path:
 
 
 def kaggle_headers() -> dict[str, str] | None:
-    """HTTP basic-auth headers from the user's Kaggle credentials, or None if there are none."""
+    """HTTP basic-auth headers from the user's Kaggle credentials, or None if there are none.
+
+    A ``kaggle.json`` that cannot be read or is not ``{"username": ..., "key": ...}`` is a warning
+    (naming the file) and counts as no credentials, so the next source is tried.
+    """
     user, key = os.environ.get("KAGGLE_USERNAME"), os.environ.get("KAGGLE_KEY")
     config = Path(os.environ.get("KAGGLE_CONFIG_DIR", Path.home() / ".kaggle")) / "kaggle.json"
     if not (user and key) and config.is_file():
-        creds = json.loads(config.read_text())
-        user, key = creds.get("username"), creds.get("key")
+        try:
+            creds = json.loads(config.read_text(encoding="utf-8"))
+            user, key = creds.get("username"), creds.get("key")
+            if not (isinstance(user, str) and isinstance(key, str)):
+                raise ValueError("username and key must be strings")
+        except (OSError, UnicodeDecodeError, ValueError, AttributeError) as err:
+            warnings.warn(f"ignoring {config}: not usable Kaggle credentials ({err})", stacklevel=2)
+            return None
     if not (user and key):
         return None
     token = base64.b64encode(f"{user}:{key}".encode()).decode()
@@ -440,7 +452,7 @@ def fetch(name: str, *, target: Path | None = None, force: bool = False) -> Path
     target.parent.mkdir(parents=True, exist_ok=True)
     failures = []
     for source in spec.sources:
-        staging = Path(tempfile.mkdtemp(dir=target.parent, prefix=f".{name}.partial-"))
+        staging = staging_dir(target.parent, f".{name}.partial-")
         try:
             _download_source(source, staging)
             problems = full_problems(staging, spec.checks)
@@ -449,12 +461,48 @@ def fetch(name: str, *, target: Path | None = None, force: bool = False) -> Path
             replace_dir(staging, target)
             return target
         except (DownloadError, OSError) as err:
+            if isinstance(err, OSError) and err.errno in _LOCAL_ERRNOS:
+                raise  # this machine's problem (disk full, permissions): another source would fail too
             failures.append(f"{source.url}: {err}")
             if len(spec.sources) > 1:
                 warnings.warn(f"{name}: source failed, trying the next one: {source.url}: {err}", stacklevel=2)
         finally:
             shutil.rmtree(staging, ignore_errors=True)
     raise DataNotFoundError(f"could not fetch {name!r}:\n  " + "\n  ".join(failures) + "\n" + "\n".join(spec.notes))
+
+
+#: Errors of the local file system: a fetch stops at once instead of trying the next source.
+_LOCAL_ERRNOS = (errno.ENOSPC, errno.EDQUOT, errno.EACCES, errno.EPERM, errno.EROFS)
+
+
+def repair(name: str, *, force: bool = False) -> tuple[Path, str]:
+    """``bloodlib data fetch NAME``: the verified folder of ``name`` and what was done, in words.
+
+    A copy in the user cache that fails :func:`verify` is downloaded again (replaced only once the new
+    download verifies); ``force`` downloads again whatever the cached copy. A copy under
+    ``BLOODLIB_DATA`` that fails verification is never modified.
+
+    Raises:
+        DataNotFoundError: the download failed (the old copy is kept), or the ``BLOODLIB_DATA`` copy fails
+            verification (the message says how to fix it).
+    """
+    spec = get_spec(name)
+    cached = cache_dir() / "data" / name
+    if force:
+        return fetch(name, force=True), "downloaded again (--force)"
+    found = next((folder for folder in candidate_dirs(name) if not quick_problems(folder, spec.checks)), None)
+    if found is None:
+        return fetch(name), "downloaded and verified"
+    problems = full_problems(found, spec.checks)
+    if not problems:
+        return found, "verified"
+    if found != cached:
+        raise DataNotFoundError(
+            f"{found} fails verification ({'; '.join(problems[:3])}); bloodlib never modifies BLOODLIB_DATA: "
+            f"restore that folder, or unset BLOODLIB_DATA and run `bloodlib data fetch {name}` to download a "
+            "verified copy into the user cache"
+        )
+    return fetch(name, force=True), f"the cached copy failed verification ({problems[0]}): downloaded again"
 
 
 @dataclass(frozen=True)

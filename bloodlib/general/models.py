@@ -5,6 +5,11 @@ trained); without it (a user who only has the models folder) the cache is search
 finished run whose ``run.json`` holds the same parameters (:func:`bloodlib.modelcache.find_run`).
 The out-of-distribution colour model (:class:`bloodlib.imaging.stain.ColourModel`, fitted on the
 detector's training fields) is cached beside them as ``general/colour/<detector key>/colour.json``.
+
+A damaged ``stain.json`` or ``colour.json`` (truncated, not the expected JSON) raises
+:class:`~bloodlib.modelcache.CorruptModelError` naming the file and ``bloodlib train general``,
+which moves a damaged classifier entry aside and trains it again (:func:`~bloodlib.modelcache.rebuilding_damaged`),
+and refits a damaged colour model.
 """
 
 from __future__ import annotations
@@ -18,7 +23,7 @@ from bloodlib.general import classifier as general_classifier
 from bloodlib.general import detector as general_detector
 from bloodlib.general.params import GeneralParams
 from bloodlib.imaging.stain import ColourModel, StainReference, field_colour_stats
-from bloodlib.modelcache import ModelNotTrainedError, ModelRun, find_run
+from bloodlib.modelcache import CorruptModelError, ModelNotTrainedError, ModelRun, find_run, rebuild_damaged
 from bloodlib.training import TrainedModel
 
 
@@ -27,6 +32,31 @@ def _missing(what: str, where: Path) -> ModelNotTrainedError:
         f"no trained {what} in the model cache ({where}); train it with `bloodlib train general`, "
         "or point --models DIR (or BLOODLIB_MODELS) at a models folder that holds it"
     )
+
+
+#: What a damaged JSON file of the general models raises when it is parsed.
+_JSON_ERRORS = (ValueError, TypeError, KeyError, AttributeError, UnicodeDecodeError)
+
+
+def _damaged(path: Path, err: Exception) -> CorruptModelError:
+    return CorruptModelError(
+        f"{path} is damaged ({type(err).__name__}: {err}); rebuild it with `bloodlib train general` "
+        "(for the profile you use), or point --models DIR at a models folder with an intact copy",
+        path,
+        reason=f"{path} is damaged ({type(err).__name__}: {err})",
+    )
+
+
+def _load_stain(run: ModelRun) -> StainReference | None:
+    """The classifier's stain reference (``stain.json``).
+
+    Raises:
+        CorruptModelError: the file is not the JSON a stain reference is stored as.
+    """
+    try:
+        return general_classifier.load_stain(run.folder)
+    except _JSON_ERRORS as err:
+        raise _damaged(general_classifier.stain_path(run), err) from None
 
 
 def load_detector(p: GeneralParams, root: Path, *, train_missing: bool = False, progress: bool = False) -> TrainedModel:
@@ -80,6 +110,20 @@ def load_classifier(
 
     variant = general_classifier.deployed_variant(p)
     run = _classifier_run(p, root)
+    if (
+        run is not None
+        and train_missing
+        and rebuild_damaged()
+        and run.is_complete()
+        and general_classifier.stain_path(run).is_file()
+    ):
+        try:
+            _load_stain(run)
+        except CorruptModelError as err:
+            import warnings
+
+            aside = run.set_aside()
+            warnings.warn(f"{err.reason}; the entry was moved to {aside}, training it again", stacklevel=2)
     if run is not None and not run.is_complete() and train_missing:
         data = general_classifier.load_data(p, progress=progress)
         return general_classifier.train_variant(p, data, variant, progress=progress, models_root=root)
@@ -90,19 +134,35 @@ def load_classifier(
     if run is None or not run.is_complete() or not general_classifier.stain_path(run).is_file():
         raise _missing(f"general WBC classifier ({variant.name})", run.folder if run is not None else root / task)
     trained = TrainedModel.from_cache(run, build_model(p.classifier_model, pretrained=False), name=variant.name)
-    return trained, general_classifier.load_stain(run.folder)
+    return trained, _load_stain(run)
 
 
 def load_colour_model(p: GeneralParams, detector_key: str, root: Path) -> ColourModel | None:
     """The colour statistics of the general detector's training fields (cached), None without the
-    training data and no cached copy."""
+    training data and no cached copy.
+
+    A damaged cached copy is refitted (with a warning) when the training data is here.
+
+    Raises:
+        CorruptModelError: the cached copy is damaged and the training data is not here to refit it.
+    """
     path = root / "general" / "colour" / detector_key / "colour.json"
+    damaged = None
     if path.is_file():
-        return ColourModel.from_dict(json.loads(path.read_text(encoding="utf-8")))
+        try:
+            return ColourModel.from_dict(json.loads(path.read_text(encoding="utf-8")))
+        except _JSON_ERRORS as err:
+            damaged = _damaged(path, err)
     try:
         parts = general_detector.load_parts(p)
     except (OSError, DataMismatchError):
+        if damaged is not None:
+            raise damaged from None
         return None
+    if damaged is not None:
+        import warnings
+
+        warnings.warn(f"{damaged.reason}; refitting it on the training fields", stacklevel=2)
     from bloodlib.detection.data import read_image
 
     stats = [field_colour_stats(read_image(a.image_path).permute(1, 2, 0).numpy()) for a in parts["train"]]

@@ -11,6 +11,13 @@ directly comparable; the fitted model is tuned and refitted on all of OSR
 (:func:`bloodlib.diagnosis.tuning.tune`, Task 3's pipelines from
 :func:`bloodlib.diagnosis.models.make_classifier`) and cached next to the trained models.
 
+The cache holds no pickle (a models folder someone hands you must not run code): ``model.json``
+records which candidate of the hyper-parameter grid won the tuning (its index in the grid, which
+the cache key pins), and loading refits that candidate on OSR -- the same fit
+:class:`~sklearn.model_selection.GridSearchCV` made, in milliseconds. A ``model.json`` that is not
+such a record is refused with :class:`~bloodlib.modelcache.CorruptModelError` naming the file and
+``bloodlib train covid``, which fits the model again.
+
 Assumption (stated in every output): the image-derived fractions and ratios estimate the
 patient's blood fractions and ratios. This holds for the differential only if the fields are a
 fair sample of the smear's WBCs and the classifier is right; it does *not* hold for platelets per
@@ -20,10 +27,10 @@ fall outside OSR's range.
 
 from __future__ import annotations
 
-import io
+import contextlib
+import errno
 import json
 import math
-import pickle
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -31,8 +38,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from bloodlib.fsutil import atomic_write_bytes, atomic_write_text
-from bloodlib.modelcache import run_key
+from bloodlib.fsutil import atomic_write_text, file_lock, lock_timeout, move_aside
+from bloodlib.modelcache import CorruptModelError, run_key
 from bloodlib.pipeline.features import AGE_SEX, osr_features
 from bloodlib.pipeline.params import PipelineParams
 
@@ -125,6 +132,8 @@ class CovidModel:
         n, n_positive: OSR rows used.
         key: cache key (parameters + OSR checksum).
         params: the tuned hyper-parameters of each pipeline.
+        grid_index: per pipeline (``base``, ``with_age_sex``), the index of its hyper-parameters in
+            :func:`~bloodlib.diagnosis.models.param_grid` (None: the defaults, an empty grid).
     """
 
     classifier: str
@@ -136,6 +145,7 @@ class CovidModel:
     n_positive: int
     key: str
     params: dict[str, str] = field(default_factory=dict)
+    grid_index: dict[str, int | None] = field(default_factory=dict)
 
     def describe(self) -> dict[str, Any]:
         """What ``run.json`` and ``model.json`` say of the model (no fitted estimators)."""
@@ -179,7 +189,22 @@ class CovidModel:
         }
 
 
-def _fit(osr: pd.DataFrame, p: PipelineParams, with_age_sex: bool) -> tuple[Any, str]:
+def _grid_index(p: PipelineParams, params: dict[str, Any]) -> int | None:
+    """Position of the tuned ``params`` in the classifier's grid (None for an empty grid)."""
+    from sklearn.model_selection import ParameterGrid
+
+    from bloodlib.diagnosis.models import param_grid
+
+    grid = param_grid(p.covid_classifier, size=p.covid_grid_size)
+    if not grid:
+        return None
+    for index, candidate in enumerate(ParameterGrid(grid)):
+        if candidate == params:
+            return index
+    raise ValueError(f"tuned parameters {params} are not in the {p.covid_grid_size} grid of {p.covid_classifier}")
+
+
+def _fit(osr: pd.DataFrame, p: PipelineParams, with_age_sex: bool) -> tuple[Any, str, int | None]:
     from sklearn.model_selection import StratifiedGroupKFold
 
     from bloodlib.diagnosis.tuning import format_params, tune
@@ -196,29 +221,110 @@ def _fit(osr: pd.DataFrame, p: PipelineParams, with_age_sex: bool) -> tuple[Any,
         scoring="roc_auc",
         random_state=p.seed,
     )
-    return model, format_params(params)
+    return model, format_params(params), _grid_index(p, params)
+
+
+def _refit(osr: pd.DataFrame, p: PipelineParams, with_age_sex: bool, index: int | None) -> Any:
+    """The pipeline :func:`_fit` chose (grid candidate ``index``), fitted on all of OSR again."""
+    import warnings
+
+    from sklearn.exceptions import ConvergenceWarning
+    from sklearn.model_selection import ParameterGrid
+    from threadpoolctl import threadpool_limits
+
+    from bloodlib.diagnosis.models import make_classifier, param_grid
+
+    model = make_classifier(p.covid_classifier, random_state=p.seed)
+    if index is not None:
+        model.set_params(**ParameterGrid(param_grid(p.covid_classifier, size=p.covid_grid_size))[index])
+    with warnings.catch_warnings(), threadpool_limits(limits=1):
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        return model.fit(feature_frame(osr, p, with_age_sex=with_age_sex), osr["covid"].to_numpy())
 
 
 def fit_covid_model(osr: pd.DataFrame, p: PipelineParams, key: str = "") -> CovidModel:
     """Tune (inner CV, grouped by duplicate records) and refit on all of OSR, with and without age/sex."""
-    features = osr_features(osr, with_age_sex=True)
-    low, high = RANGE_PERCENTILES
-    ranges = {
-        c: (float(np.nanpercentile(features[c], low)), float(np.nanpercentile(features[c], high)))
-        for c in list(p.covid_features) + list(AGE_SEX)
-    }
-    base, base_params = _fit(osr, p, False)
-    full, full_params = _fit(osr, p, True)
+    base, base_params, base_index = _fit(osr, p, False)
+    full, full_params, full_index = _fit(osr, p, True)
     return CovidModel(
         p.covid_classifier,
         list(p.covid_features),
         base,
         full,
-        ranges,
+        _ranges(osr, p),
         len(osr),
         int(osr["covid"].sum()),
         key,
         {"base": base_params, "with_age_sex": full_params},
+        {"base": base_index, "with_age_sex": full_index},
+    )
+
+
+def _ranges(osr: pd.DataFrame, p: PipelineParams) -> dict[str, tuple[float, float]]:
+    features = osr_features(osr, with_age_sex=True)
+    low, high = RANGE_PERCENTILES
+    return {
+        c: (float(np.nanpercentile(features[c], low)), float(np.nanpercentile(features[c], high)))
+        for c in list(p.covid_features) + list(AGE_SEX)
+    }
+
+
+#: ``model.json``'s format; part of the cache key (older caches held a pickle and are never read).
+MODEL_FORMAT = "grid-index-refit-1"
+
+
+def model_record(model: CovidModel) -> dict[str, Any]:
+    """What ``model.json`` holds: :meth:`CovidModel.describe` and the grid index of each pipeline."""
+    return {"format": MODEL_FORMAT, **model.describe(), "grid_index": model.grid_index}
+
+
+def model_from_record(record: Any, osr: pd.DataFrame, p: PipelineParams, key: str, path: Path) -> CovidModel:
+    """The model ``model.json`` (``record``, read from ``path``) describes, refitted on ``osr``.
+
+    Raises:
+        CorruptModelError: ``record`` is not a model record of these parameters (names ``path``).
+    """
+    from sklearn.model_selection import ParameterGrid
+
+    from bloodlib.diagnosis.models import param_grid
+
+    grid = param_grid(p.covid_classifier, size=p.covid_grid_size)
+    size = len(ParameterGrid(grid)) if grid else 0
+    try:
+        index = record["grid_index"]
+        problems = [
+            name
+            for name, ok in (
+                ("format", record.get("format") == MODEL_FORMAT),
+                ("key", record.get("key") == key),
+                ("classifier", record.get("classifier") == p.covid_classifier),
+                ("features", record.get("features") == list(p.covid_features)),
+                (
+                    "grid_index",
+                    set(index) == {"base", "with_age_sex"}
+                    and all((i is None and not size) or (type(i) is int and 0 <= i < size) for i in index.values()),
+                ),
+                ("params", isinstance(record.get("params"), dict)),
+            )
+            if not ok
+        ]
+    except (TypeError, KeyError, AttributeError):
+        problems = ["not a model record"]
+    if problems:
+        raise CorruptModelError(
+            f"{path} is damaged or not this model's record ({', '.join(problems)} wrong)", path, reason=str(path)
+        )
+    return CovidModel(
+        p.covid_classifier,
+        list(p.covid_features),
+        _refit(osr, p, False, index["base"]),
+        _refit(osr, p, True, index["with_age_sex"]),
+        _ranges(osr, p),
+        len(osr),
+        int(osr["covid"].sum()),
+        key,
+        {k: str(v) for k, v in record["params"].items()},
+        dict(index),
     )
 
 
@@ -239,31 +345,80 @@ def cache_key(p: PipelineParams) -> str:
         "inner_folds": p.inner_folds,
         "seed": p.seed,
         "sklearn": sklearn.__version__,
+        "format": MODEL_FORMAT,
     }
     return run_key(spec, data)
 
 
-def load_or_fit(p: PipelineParams, root: Path) -> CovidModel:
-    """The fitted model from ``<root>/pipeline/covid/<key>/model.pkl``, or fitted on OSR and cached there.
+def read_model(path: Path, osr: pd.DataFrame, p: PipelineParams, key: str) -> CovidModel:
+    """The cached model at ``path`` (``model.json``), refitted on ``osr``.
+
+    Raises:
+        CorruptModelError: the file is not valid JSON or not this model's record; the message names
+            it and ``bloodlib train covid``.
+    """
+    try:
+        record = json.loads(path.read_text(encoding="utf-8"))
+        return model_from_record(record, osr, p, key, path)
+    except (UnicodeDecodeError, ValueError, CorruptModelError) as err:
+        reason = f"{path} is damaged ({err})" if not isinstance(err, CorruptModelError) else str(err)
+        raise CorruptModelError(
+            f"{reason}; rebuild it with `bloodlib train covid` (it refits the COVID-19 model on OSR)",
+            path,
+            reason=reason,
+        ) from None
+
+
+def load_or_fit(p: PipelineParams, root: Path, *, rebuild_damaged: bool = False) -> CovidModel:
+    """The model from ``<root>/pipeline/covid/<key>/model.json`` (refitted on OSR from its record), or
+    tuned and fitted on OSR and cached there (holding the key's lock, so two processes fit it once).
+
+    Args:
+        rebuild_damaged: move a damaged ``model.json`` aside (with a warning) and fit again, instead of
+            raising.
 
     Raises:
         FileNotFoundError: OSR is not available (and so no key can be computed).
+        CorruptModelError: ``model.json`` is damaged and ``rebuild_damaged`` is False.
     """
     key = cache_key(p)
     folder = Path(root) / "pipeline" / "covid" / key
-    path = folder / "model.pkl"
+    path = folder / "model.json"
     if path.is_file():
-        with path.open("rb") as handle:
-            return pickle.load(handle)
-    model = fit_covid_model(load_osr_cohort(), p, key)
-    buffer = io.BytesIO()
-    pickle.dump(model, buffer)
-    try:
-        atomic_write_bytes(path, buffer.getvalue())
-        atomic_write_text(
-            folder / "model.json",
-            json.dumps(model.describe(), indent=2) + "\n",
-        )
-    except OSError:  # a read-only models folder: use the model uncached
-        pass
-    return model
+        try:
+            return read_model(path, load_osr_cohort(), p, key)
+        except CorruptModelError as err:
+            if not rebuild_damaged:
+                raise
+            import warnings
+
+            aside = move_aside(path, "corrupt")
+            warnings.warn(f"{err.reason}; moved to {aside.name}, fitting the COVID-19 model again", stacklevel=2)
+    with contextlib.ExitStack() as stack:
+        try:
+            stack.enter_context(
+                file_lock(
+                    folder.with_name(f".{key}.lock"), what=f"fitting the COVID-19 model {key}", timeout=lock_timeout()
+                )
+            )
+        except OSError as err:
+            if err.errno not in (errno.EACCES, errno.EPERM, errno.EROFS):
+                raise
+            return fit_covid_model(load_osr_cohort(), p, key)  # a read-only models folder: used uncached
+        if path.is_file():  # fitted by another process while this one waited
+            return read_model(path, load_osr_cohort(), p, key)
+        model = fit_covid_model(load_osr_cohort(), p, key)
+        atomic_write_text(path, json.dumps(model_record(model), indent=2) + "\n")
+        return model
+
+
+def train_cli(profile: str, root: Path) -> int:
+    """``bloodlib train covid --profile <profile>``: the COVID-19 model of ``bloodlib analyze`` into the model
+    cache (a damaged cached copy is moved aside and fitted again)."""
+    from bloodlib.modelcache import models_root
+    from bloodlib.params import load_params
+
+    p = load_params("04_pipeline", profile, root)
+    model = load_or_fit(p, models_root(), rebuild_damaged=True)
+    print(f"COVID-19 model ({model.classifier}, {model.params}): key {model.key}, fitted on {model.n} OSR records")
+    return 0

@@ -229,7 +229,13 @@ def count_thresholds(
     path = run.folder / "thresholds.json"
     source = f"chosen on {what} (lowest count MAE per class), cached in {path}"
     if path.is_file():
-        return json.loads(path.read_text(encoding="utf-8"))["thresholds"], source
+        try:
+            cached = json.loads(path.read_text(encoding="utf-8"))["thresholds"]
+            return {c: float(cached[c]) for c in CLASSES}, source
+        except (ValueError, KeyError, TypeError) as err:  # damaged: chosen again below, then rewritten
+            warnings.warn(
+                f"{path} is damaged ({type(err).__name__}: {err}); choosing the thresholds again", stacklevel=2
+            )
     preds = detect_paths(detector, [a.image_path for a in val], batch_size=p.batch_size, progress=progress)
     thresholds = choose_count_thresholds(preds, val)
     try:

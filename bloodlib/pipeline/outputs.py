@@ -35,7 +35,7 @@ from bloodlib.pipeline import NOTICE
 from bloodlib.pipeline.aggregate import CELL_COLUMNS, SampleAggregate, field_counts
 from bloodlib.pipeline.features import SUBTYPES
 from bloodlib.pipeline.infer import FieldResult
-from bloodlib.pipeline.io import Field, Problem
+from bloodlib.pipeline.io import Field, Problem, printable
 
 DIGITS = 4  # decimals of ratios, probabilities and scores
 JSON_DIGITS = 6  # decimals of floats in the JSON files
@@ -139,7 +139,7 @@ def write_field(folder: Path, f: Field, result: FieldResult, thresholds: dict[st
     records = detection_records(result)
     rows = [
         (
-            f.path.name,
+            printable(f.path.name),
             r["detection"],
             r["class"],
             *(fmt(v, BOX_DIGITS) for v in r["box"]),
@@ -154,7 +154,7 @@ def write_field(folder: Path, f: Field, result: FieldResult, thresholds: dict[st
     atomic_write_text(folder / f"{f.name}.detections.csv", csv_text(DETECTION_HEADER, rows))
     payload = {
         "sample": f.sample,
-        "image": str(f.path),
+        "image": f.display,
         "width": result.width,
         "height": result.height,
         "analysed_size": list(result.rgb.shape[1::-1]) if result.rgb is not None else None,
@@ -196,7 +196,7 @@ def fields_csv(fields: list[Field], results: list[FieldResult]) -> str:
         rows.append(
             (
                 f.name,
-                str(f.path),
+                f.display,
                 "ok" if r.ok else "failed",
                 *(counts.get(c) for c in (*CELL_COLUMNS, *SUBTYPES)),
                 scale.get("rbc_diameter_px"),
@@ -228,7 +228,7 @@ def sample_payload(
             "given": agg.fields,
             "analysed": agg.fields_ok,
             "failed": [
-                {"field": f.name, "path": str(f.path), "error": r.error} for f, r in zip(fields, results) if not r.ok
+                {"field": f.name, "path": f.display, "error": r.error} for f, r in zip(fields, results) if not r.ok
             ],
         },
         "counts_total": agg.totals,

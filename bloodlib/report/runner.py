@@ -14,16 +14,25 @@ For each notebook ``notebooks/<name>.ipynb`` and a profile, :func:`run_notebook`
    ``<name>.failed.ipynb`` and leaves the previous good report untouched.
 
 :func:`run_reports` runs several notebooks (optionally in parallel), records
-provenance in ``runs.json`` and writes ``index.html``.
+provenance in ``runs.json`` and writes ``index.html``; it updates ``runs.json`` holding a file lock
+(``.runs.json.lock``), so two runners on one report folder lose no update.
+
+Ctrl-C (or SIGTERM, which ``bloodlib report`` turns into the same) stops every kernel this process
+started (they run in their own session, so the terminal's Ctrl-C does not reach them), removes the
+staging folders, records the notebooks that were running as ``interrupted`` in ``runs.json`` and the
+index, keeps their previous good reports, and raises :class:`ReportInterrupted` (exit code 130).
 """
 
 from __future__ import annotations
 
 import json
+import os
 import shutil
+import signal
 import sys
-import tempfile
+import threading
 import time
+import warnings
 from concurrent.futures import Future, ThreadPoolExecutor, wait
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
@@ -31,13 +40,63 @@ from pathlib import Path
 
 from bloodlib import params as params_mod
 from bloodlib import runtime
-from bloodlib.fsutil import atomic_write_text, replace_dir
+from bloodlib.fsutil import atomic_write_text, file_lock, lock_timeout, move_aside, replace_dir, staging_dir
 from bloodlib.jsonutil import json_text
 from bloodlib.paths import project_root, reports_dir
 from bloodlib.report import provenance
 
 KERNEL_NAME = "bloodlib"
 KERNEL_DISPLAY_NAME = "Python (bloodlib)"
+#: Status of a notebook stopped by Ctrl-C or SIGTERM.
+INTERRUPTED = "interrupted"
+
+
+class ReportInterrupted(KeyboardInterrupt):
+    """:func:`run_reports` was interrupted; ``runs.json`` and the index say which notebooks were stopped."""
+
+
+class _Stop:
+    """The kernels this process started, and whether the run was interrupted (shared by the worker threads)."""
+
+    def __init__(self) -> None:
+        self.requested = threading.Event()
+        self._lock = threading.Lock()
+        self._kernels: list = []  # subprocess.Popen of each kernel
+
+    def track(self, process) -> None:
+        with self._lock:
+            self._kernels.append(process)
+        if self.requested.is_set():  # started while stopping
+            self.kill_kernels()
+
+    def kill_kernels(self) -> int:
+        """SIGKILL every kernel still running, with its process group (DataLoader workers ...); returns how many."""
+        with self._lock:
+            alive = [k for k in self._kernels if k.poll() is None]
+        for process in alive:
+            try:
+                os.killpg(process.pid, signal.SIGKILL)  # the kernel leads its own session
+            except (ProcessLookupError, PermissionError):
+                process.kill()
+        return len(alive)
+
+
+_STOP = _Stop()
+
+
+def _kernel_manager_class():
+    """An :class:`~jupyter_client.manager.AsyncKernelManager` that registers each kernel it starts with
+    :data:`_STOP` (so that an interrupt can stop it)."""
+    from jupyter_client.manager import AsyncKernelManager
+
+    class TrackedKernelManager(AsyncKernelManager):
+        async def _async_launch_kernel(self, kernel_cmd, **kw):
+            await super()._async_launch_kernel(kernel_cmd, **kw)
+            process = getattr(self.provisioner, "process", None)
+            if process is not None:
+                _STOP.track(process)
+
+    return TrackedKernelManager
 
 
 @dataclass
@@ -46,7 +105,7 @@ class NotebookRun:
 
     name: str
     profile: str
-    status: str  # "ok" or "failed"
+    status: str  # "ok", "failed" or "interrupted"
     wall_s: float
     finished_at: str
     parameters: dict = field(default_factory=dict)
@@ -153,7 +212,7 @@ def run_notebook(
     settings = params_mod.load_profile_settings(profile, root)
     values = params_mod.as_dict(params_mod.load_params(name, profile, root))
     started = time.perf_counter()
-    staging = Path(tempfile.mkdtemp(dir=out_dir, prefix=f".{name}.staging-"))
+    staging = staging_dir(out_dir, f".{name}.staging-")
     artifacts = staging / name
     executed = staging / f"{name}.ipynb"
     error = None
@@ -168,12 +227,15 @@ def run_notebook(
                 cwd=str(root),
                 execution_timeout=settings.timeout_s,
                 progress_bar=False,
+                kernel_manager_class=_kernel_manager_class(),
             )
         except PapermillExecutionError as err:
             error = f"cell {err.exec_count}: {err.ename}: {err.evalue}"
         except Exception as err:  # kernel died, timeout, unreadable notebook ...
             error = f"{type(err).__name__}: {err}"
-        if error is None:
+        if _STOP.requested.is_set():
+            error = f"{INTERRUPTED} (Ctrl-C or SIGTERM); the previous report, if any, is kept"
+        elif error is None:
             _render_html(executed, staging / f"{name}.html")
             artifacts.mkdir(exist_ok=True)
             executed.replace(artifacts / f"{name}.ipynb")
@@ -187,7 +249,7 @@ def run_notebook(
     return NotebookRun(
         name=name,
         profile=profile,
-        status="ok" if error is None else "failed",
+        status="ok" if error is None else INTERRUPTED if _STOP.requested.is_set() else "failed",
         wall_s=round(time.perf_counter() - started, 1),
         finished_at=datetime.now(UTC).isoformat(timespec="seconds"),
         parameters=values,
@@ -196,9 +258,12 @@ def run_notebook(
     )
 
 
-def _run_after(before: list[Future], name: str, profile: str, root: Path, kernel_name: str) -> NotebookRun:
-    """:func:`run_notebook` once the notebooks in ``before`` are done (it uses their cached models)."""
+def _run_after(before: list[Future], name: str, profile: str, root: Path, kernel_name: str) -> NotebookRun | None:
+    """:func:`run_notebook` once the notebooks in ``before`` are done (it uses their cached models);
+    None if the run was interrupted before it started."""
     wait(before)
+    if _STOP.requested.is_set():
+        return None
     return run_notebook(name, profile=profile, root=root, kernel_name=kernel_name)
 
 
@@ -213,9 +278,11 @@ def run_reports(
     """Run the selected notebooks, then update ``runs.json`` and ``index.html``.
 
     Returns the runs in notebook order; callers exit non-zero if any failed.
-    """
-    from bloodlib.report.index import write_index
 
+    Raises:
+        ReportInterrupted: Ctrl-C (or SIGTERM turned into it), after stopping the kernels and recording
+            the interrupted notebooks (see the module docstring).
+    """
     root = root or project_root()
     params_mod.check_profile(profile)
     if jobs < 1:
@@ -224,28 +291,81 @@ def run_reports(
     _check_kernel(kernel_name)
     out_dir = reports_dir(profile, root)
     out_dir.mkdir(parents=True, exist_ok=True)
-    with ThreadPoolExecutor(max_workers=jobs) as pool:
-        futures: dict[str, Future] = {}
+    _STOP.requested.clear()
+    pool = ThreadPoolExecutor(max_workers=jobs)
+    futures: dict[str, Future] = {}
+    try:
         for name in names:  # FIFO: a notebook waits only on dependencies submitted before it
             before = [futures[d] for d in params_mod.DEPENDS.get(name, ()) if d in futures]
             futures[name] = pool.submit(_run_after, before, name, profile, root, kernel_name)
+        pending = set(futures.values())
+        while pending:  # wake up often: a signal handler (Ctrl-C, SIGTERM) runs only in this thread
+            _, pending = wait(pending, timeout=0.25)
         runs = [futures[name].result() for name in names]
-    record = load_runs(out_dir)
-    record["provenance"] = {
-        "git_commit": provenance.git_commit(root),
-        "packages": provenance.package_versions(),
-        "machine": provenance.machine(),
-        "profile": profile,
-    }
-    record["notebooks"].update({run.name: asdict(run) for run in runs})
-    atomic_write_text(out_dir / "runs.json", json_text(record))
-    write_index(out_dir, record, root)
+    except KeyboardInterrupt:
+        stopped = _stop_all(pool, futures)
+        runs = [run for run in stopped if run is not None]
+        _record(out_dir, profile, root, runs)
+        names_stopped = [run.name for run in runs if run.status == INTERRUPTED] or ["none was running"]
+        raise ReportInterrupted(
+            f"interrupted; kernels stopped, staging folders removed; interrupted: {', '.join(names_stopped)} "
+            f"(recorded in {out_dir / 'runs.json'}; their previous reports are kept)"
+        ) from None
+    finally:
+        pool.shutdown(wait=False, cancel_futures=True)
+    _record(out_dir, profile, root, runs)
     return runs
 
 
+def _stop_all(pool: ThreadPoolExecutor, futures: dict[str, Future]) -> list[NotebookRun | None]:
+    """After Ctrl-C: cancel the notebooks not started, kill the running kernels and wait for their threads
+    (which remove their staging folders); the runs that returned, in order."""
+    _STOP.requested.set()
+    pool.shutdown(wait=False, cancel_futures=True)
+    started = [f for f in futures.values() if not f.cancelled()]
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
+        _STOP.kill_kernels()
+        done, pending = wait(started, timeout=0.5)
+        if not pending:
+            break
+    runs = []
+    for future in started:
+        if future.done() and future.exception() is None:
+            runs.append(future.result())
+    return runs
+
+
+def _record(out_dir: Path, profile: str, root: Path, runs: list[NotebookRun]) -> None:
+    """Add ``runs`` and the provenance to ``runs.json`` and rewrite ``index.html``, holding the folder's lock."""
+    from bloodlib.report.index import write_index
+
+    lock = out_dir / ".runs.json.lock"
+    with file_lock(lock, what=f"{out_dir / 'runs.json'}", timeout=lock_timeout(600.0)):
+        record = load_runs(out_dir)
+        record["provenance"] = {
+            "git_commit": provenance.git_commit(root),
+            "packages": provenance.package_versions(),
+            "machine": provenance.machine(),
+            "profile": profile,
+        }
+        record["notebooks"].update({run.name: asdict(run) for run in runs})
+        atomic_write_text(out_dir / "runs.json", json_text(record))
+        write_index(out_dir, record, root)
+
+
 def load_runs(out_dir: Path) -> dict:
-    """The ``runs.json`` of a report folder (empty record if none yet)."""
+    """The ``runs.json`` of a report folder (empty record if none yet; a damaged one is moved aside
+    as ``runs.json.corrupt-<n>`` with a warning, and the record starts empty)."""
     path = out_dir / "runs.json"
     if path.is_file():
-        return json.loads(path.read_text(encoding="utf-8"))
+        try:
+            record = json.loads(path.read_text(encoding="utf-8"))
+            if isinstance(record, dict) and isinstance(record.get("notebooks"), dict):
+                return record
+            problem = "not a runs record"
+        except (UnicodeDecodeError, ValueError) as err:
+            problem = f"not valid JSON: {err}"
+        aside = move_aside(path, "corrupt")
+        warnings.warn(f"{path} is damaged ({problem}); moved to {aside.name}, starting a new record", stacklevel=2)
     return {"provenance": {}, "notebooks": {}}
