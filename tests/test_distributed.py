@@ -4,6 +4,9 @@ launcher, tiny synthetic data (the slow tests); sharding, launch and single-proc
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -26,6 +29,7 @@ from tests.distributed_helpers import (
     run_on_processes,
     tiny_convnet,
 )
+from tests.paths import ROOT
 from tests.training_helpers import classifier_task, detection_task
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -227,3 +231,21 @@ def test_an_interrupted_ddp_run_resumes_exactly_and_only_rank_0_writes(tmp_path,
         for key, value in straight["state"].items():
             np.testing.assert_allclose(resumed[rank]["state"][key], value, rtol=1e-5, atol=1e-6)
             np.testing.assert_array_equal(value, first[0]["state"][key])
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(180)
+def test_bloodlib_train_nproc_2_trains_the_quick_detectors_into_the_cache_once(data_root, tmp_path):
+    """The command end to end: torchrun's launcher, 2 Gloo processes, the quick profile's BCCD images."""
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    env.update(BLOODLIB_MODELS=str(tmp_path / "models"), BLOODLIB_CACHE=str(tmp_path / "cache"))
+    args = [sys.executable, "-m", "bloodlib", "train", "detection", "--profile", "quick", "--nproc", "2"]
+    done = subprocess.run(args, env=env, cwd=ROOT, capture_output=True, text=True, timeout=170)
+    assert done.returncode == 0, done.stderr[-3000:]
+
+    lines = done.stdout.splitlines()  # rank 0's alone
+    assert lines.count("VGG16-SSD300: DDP over 2 processes: batch 4 per process = global batch 8 (cpu)") == 1
+    assert sum(line.startswith("AlexNet-SSD300: trained in") for line in lines) == 1
+    infos = [json.loads(path.read_text()) for path in sorted((tmp_path / "models").glob("detection/*/*/run.json"))]
+    assert [info["task"] for info in infos] == ["detection/ssd_alexnet", "detection/ssd_vgg16"]
+    assert all(info["launch"]["processes"] == 2 and info["launch"]["global_batch"] == 8 for info in infos)
