@@ -273,7 +273,7 @@ def fit(
     launch = launch_record(config, where, device)
     trained, steps = _launched(model, task, where, device)
     progress = progress and where.is_main
-    if progress and trained is not model:
+    if progress and (where.distributed or device.type == "cuda"):
         tqdm.write(f"{desc}: {describe_launch(launch)}")
     epochs = tqdm(
         range(done + 1, config.epochs + 1), desc=desc, disable=not progress, initial=done, total=config.epochs

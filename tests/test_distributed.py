@@ -18,7 +18,7 @@ from bloodlib import distributed
 from bloodlib.cli import main
 from bloodlib.distributed import ShardedSampler, World, launched_world, torchrun_args
 from bloodlib.modelcache import ModelRun
-from bloodlib.training import TrainConfig, describe_launch, fit
+from bloodlib.training import TrainConfig, describe_launch, fit, train_one_epoch
 from tests.distributed_helpers import (
     EQUAL_STEPS,
     Interrupted,
@@ -143,6 +143,19 @@ def test_the_launch_is_stated_with_the_global_batch():
     launch = {"processes": 4, "batch_per_process": 8, "global_batch": 32, "device": "cuda"}
     line = describe_launch({**launch, "mixed_precision": "bf16", "channels_last": True})
     assert line == "DDP over 4 processes: batch 8 per process = global batch 32 (cuda, bf16 autocast, channels_last)"
+
+
+def test_a_loss_that_is_not_finite_on_another_process_stops_this_one_too(monkeypatch):
+    from bloodlib.training import _LaunchedTask
+
+    _as_rank(monkeypatch, 0, 2)
+    monkeypatch.setattr(distributed, "all_finite", lambda loss: False)  # another process's loss was NaN
+    model = torch.nn.Linear(2, 1)
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: 1.0)
+    task = _LaunchedTask(_OneBatch(), autocast=False)
+    with pytest.raises(FloatingPointError, match="loss is nan at step 0"):
+        train_one_epoch(model, task, task.train_loader(None), optimizer, scheduler, progress=False)
 
 
 def test_a_checkpoint_resumes_only_with_as_many_processes(tmp_path):
