@@ -271,7 +271,7 @@ def fit(
         set_rng_state(saved["rng_per_rank"][where.rank] if where.distributed else saved["rng"])
         done, history, best, seconds = saved["epoch"], saved["history"], saved["best"], saved["seconds"]
     launch = launch_record(config, where, device)
-    trained, steps = _launched(model, task, where, device)
+    train_model, train_task = _launched(model, task, where, device)
     progress = progress and where.is_main
     if progress and (where.distributed or device.type == "cuda"):
         tqdm.write(f"{desc}: {describe_launch(launch)}")
@@ -283,8 +283,8 @@ def fit(
         row: dict[str, float] = {"epoch": epoch, "lr": optimizer.param_groups[0]["lr"]}
         generator = torch.Generator().manual_seed(epoch_seed(config.seed, epoch))
         logs = train_one_epoch(
-            trained,
-            steps,
+            train_model,
+            train_task,
             task.train_loader(generator),
             optimizer,
             scheduler,
