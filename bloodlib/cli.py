@@ -6,7 +6,9 @@ bloodlib data fetch NAME... | --all [--force]
                                         fails verification; --force: always)
 bloodlib data verify NAME... | --all    hash every file against the registry
 bloodlib report [--profile cpu] [--only NAME ...] [--jobs N]
-bloodlib train [TASK|all] [--profile cpu]  train a task's models (default: all) into the model cache
+bloodlib train [TASK|all] [--profile cpu] [--nproc N]
+                                        train a task's models (default: all) into the model cache;
+                                        --nproc N: DDP over N local processes (torchrun's launcher; one per GPU)
 bloodlib analyze PATH... [--out DIR] [--models DIR] [--model-set general|bccd] [--um-per-pixel UM] [--age N --sex M|F]
                  [--max-file-mb MB]     smear images -> counts, differential, COVID-19 probability
 bloodlib models export FILE [--profile cpu] [--only NAME ...] [--models DIR]
@@ -126,8 +128,11 @@ def cmd_report(args: argparse.Namespace) -> int:
 
 
 def cmd_train(args: argparse.Namespace) -> int:
+    import contextlib
     import importlib
+    import os
 
+    from bloodlib import distributed
     from bloodlib.paths import project_root
 
     if args.task != "all" and args.task not in TRAINERS:
@@ -136,12 +141,23 @@ def cmd_train(args: argparse.Namespace) -> int:
         return 2
     from bloodlib.modelcache import rebuilding_damaged
 
+    if args.nproc < 1:
+        print(f"bloodlib train: --nproc must be >= 1, got {args.nproc}", file=sys.stderr)
+        return 2
+    if args.nproc > 1:
+        if "WORLD_SIZE" in os.environ:
+            print("bloodlib train: torchrun started this process already; leave out --nproc", file=sys.stderr)
+            return 2
+        return distributed.launch(args.nproc, ["train", args.task, "--profile", args.profile])
     status = 0
-    for task in TRAINERS if args.task == "all" else [args.task]:
-        module_name, function_name = TRAINERS[task].split(":")
-        train = getattr(importlib.import_module(module_name), function_name)
-        with rebuilding_damaged():  # a damaged cache entry is moved aside and trained again
-            status = max(status, train(args.profile, project_root()))
+    with distributed.process_group() as where, open(os.devnull, "w") as devnull:
+        # rank 0 alone reports; the other processes' errors still reach stderr
+        with contextlib.nullcontext() if where.is_main else contextlib.redirect_stdout(devnull):
+            for task in TRAINERS if args.task == "all" else [args.task]:
+                module_name, function_name = TRAINERS[task].split(":")
+                train = getattr(importlib.import_module(module_name), function_name)
+                with rebuilding_damaged():  # a damaged cache entry is moved aside and trained again
+                    status = max(status, train(args.profile, project_root()))
     return status
 
 
@@ -244,6 +260,14 @@ def build_parser() -> argparse.ArgumentParser:
     )
     train.add_argument("task", nargs="?", default="all", help=f"one of: {', '.join(TRAINERS)}, or all (the default)")
     train.add_argument("--profile", choices=PROFILES, default=DEFAULT_PROFILE)
+    train.add_argument(
+        "--nproc",
+        type=int,
+        default=1,
+        metavar="N",
+        help="train with DistributedDataParallel over N processes on this machine, one per GPU (torchrun's "
+        "launcher; for several machines use torchrun --nnodes ... -m bloodlib train instead)",
+    )
     train.set_defaults(func=cmd_train)
 
     analyze = commands.add_parser(

@@ -14,7 +14,16 @@ model on the validation split -- and this module does the rest, the same way for
 - validation every ``eval_every`` epochs and after the last; the weights kept are those of the
   epoch the task ranks best (:meth:`TrainingTask.rank`, validation split only);
 - a history row per epoch: ``epoch``, ``lr`` (at the epoch's start), ``train_<name>`` for each
-  number the loss reports, ``val_<name>`` for each validation metric, ``seconds`` of that epoch.
+  number the loss reports, ``val_<name>`` for each validation metric, ``seconds`` of that epoch;
+- DistributedDataParallel when the default process group has more than one process (torchrun,
+  see :mod:`bloodlib.distributed`): ``config.batch_size`` is the batch *per process*, the global
+  batch ``batch_size x processes`` (stated in the log and in ``run.json``); each process trains
+  on its share of the epoch's draws (the task's sampler, :class:`~bloodlib.distributed.ShardedSampler`)
+  with its own augmentation RNG (seeded ``seed + rank``); rank 0 alone validates (every process
+  keeps the epoch it ranks best), writes checkpoints, histories and the model cache, and the
+  checkpoint holds every process's RNG states, so all processes resume from it exactly;
+- on CUDA, bf16 autocast around the loss and ``channels_last`` weights. A single process on the
+  CPU runs none of this: its results are those of the plain loop.
 
 :func:`load_or_train` is every task's "from the model cache, or trained and cached" entry and
 returns a :class:`TrainedModel`.
@@ -22,11 +31,12 @@ returns a :class:`TrainedModel`.
 
 from __future__ import annotations
 
+import contextlib
 import math
 import random
 import time
 from collections.abc import Callable, Iterable
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from typing import Any, Protocol
 
 import numpy as np
@@ -34,6 +44,8 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
+from bloodlib import distributed
+from bloodlib.distributed import World
 from bloodlib.modelcache import CorruptModelError, ModelRun, rebuild_damaged, seed_everything
 
 OPTIMIZERS = ("adam", "adamw", "sgd")
@@ -45,7 +57,7 @@ class TrainConfig:
 
     Attributes:
         epochs: number of epochs (>= 1).
-        batch_size: mini-batch size (>= 1).
+        batch_size: mini-batch size (>= 1); per process in a distributed run.
         lr: peak learning rate (> 0).
         optimizer: ``"adamw"``, ``"adam"`` or ``"sgd"``.
         momentum: Adam's beta1 or SGD's momentum.
@@ -202,16 +214,18 @@ def train_one_epoch(
 
 @dataclass
 class FitResult:
-    """Outcome of :func:`fit`: the kept weights (CPU), their epoch, the history and the training seconds."""
+    """Outcome of :func:`fit`: the kept weights (CPU), their epoch, the history, the training seconds
+    and how it was trained (:func:`launch_record`)."""
 
     state: dict[str, torch.Tensor]
     best_epoch: int
     history: list[dict[str, float]]
     seconds: float
+    launch: dict[str, Any] = field(default_factory=dict)
 
 
 def _cpu_copy(model: nn.Module) -> dict[str, torch.Tensor]:
-    return {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
+    return {k: v.detach().cpu().clone(memory_format=torch.contiguous_format) for k, v in model.state_dict().items()}
 
 
 def fit(
@@ -227,27 +241,41 @@ def fit(
 ) -> FitResult:
     """Train ``model`` in place for ``config.epochs`` (see the module docstring).
 
+    Every process of a distributed run calls it alike (torchrun; :mod:`bloodlib.distributed`).
+
     Args:
         run: where to checkpoint after every epoch; training resumes from its checkpoint.
-        device: default CUDA when available (the ``paper`` profile's GPU), else the CPU.
-        on_epoch: called with each epoch's history row after its checkpoint is written.
+        device: default this process's GPU when CUDA is available (the ``paper`` profile's), else the CPU.
+        progress: progress bars (on rank 0 only).
+        on_epoch: called (on every process) with each epoch's history row after its checkpoint is written.
+
+    Raises:
+        ValueError: the checkpoint was written by a run with another number of processes.
     """
-    device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    where = distributed.world()
+    device = torch.device(device or distributed.default_device(where))
     model.to(device)
+    if device.type == "cuda":
+        model.to(memory_format=torch.channels_last)
     optimizer = make_optimizer(model, config)
     scheduler = make_scheduler(optimizer, config, task.steps_per_epoch)
     history: list[dict[str, float]] = []
     best: dict[str, Any] | None = None
     done, seconds = 0, 0.0
-    saved = run.resume_checkpoint() if run is not None else None  # a damaged checkpoint: warned, starts over
+    saved = _load_checkpoint(run, where)
     if saved is None:
-        seed_everything(config.seed)
+        seed_everything(config.seed + where.rank)
     else:
         model.load_state_dict(saved["model"])
         optimizer.load_state_dict(saved["optimizer"])
         scheduler.load_state_dict(saved["scheduler"])
-        set_rng_state(saved["rng"])
+        set_rng_state(saved["rng_per_rank"][where.rank] if where.distributed else saved["rng"])
         done, history, best, seconds = saved["epoch"], saved["history"], saved["best"], saved["seconds"]
+    launch = launch_record(config, where, device)
+    train_model, train_task = _launched(model, task, where, device)
+    progress = progress and where.is_main
+    if progress and (where.distributed or device.type == "cuda"):
+        tqdm.write(f"{desc}: {describe_launch(launch)}")
     epochs = tqdm(
         range(done + 1, config.epochs + 1), desc=desc, disable=not progress, initial=done, total=config.epochs
     )
@@ -256,8 +284,8 @@ def fit(
         row: dict[str, float] = {"epoch": epoch, "lr": optimizer.param_groups[0]["lr"]}
         generator = torch.Generator().manual_seed(epoch_seed(config.seed, epoch))
         logs = train_one_epoch(
-            model,
-            task,
+            train_model,
+            train_task,
             task.train_loader(generator),
             optimizer,
             scheduler,
@@ -265,9 +293,10 @@ def fit(
             progress=progress,
             desc=f"{desc} epoch {epoch}/{config.epochs}",
         )
-        row.update({f"train_{k}": v for k, v in logs.items()})
+        row.update({f"train_{k}": v for k, v in distributed.mean(logs).items()})
+        distributed.broadcast_buffers(model)  # every process keeps rank 0's weights
         if epoch % config.eval_every == 0 or epoch == config.epochs:
-            metrics = task.validate(model)
+            metrics = distributed.from_main(lambda: task.validate(model))
             row.update({f"val_{k}": v for k, v in metrics.items()})
             rank = list(task.rank(metrics)) if metrics else [float(epoch)]  # no validation: the last epoch
             if best is None or rank > best["rank"]:
@@ -277,7 +306,9 @@ def fit(
         history.append(row)
         epochs.set_postfix({k: f"{v:.3f}" for k, v in row.items() if k in ("train_loss", "val_mAP", "val_bacc")})
         if run is not None:
-            run.save_checkpoint(
+            _save_checkpoint(
+                run,
+                where,
                 {
                     "model": model.state_dict(),
                     "optimizer": optimizer.state_dict(),
@@ -288,13 +319,101 @@ def fit(
                     "best": best,
                     "seconds": seconds,
                     "config": asdict(config),
-                }
+                    "world_size": where.size,
+                },
             )
         if on_epoch is not None:
             on_epoch(row)
     if best is None:
         raise RuntimeError(f"{desc}: no epoch was trained")
-    return FitResult(state=best["state"], best_epoch=int(best["epoch"]), history=history, seconds=seconds)
+    return FitResult(
+        state=best["state"], best_epoch=int(best["epoch"]), history=history, seconds=seconds, launch=launch
+    )
+
+
+# -- distributed (DDP) and CUDA additions to fit: identities for a single process on the CPU --
+
+
+def launch_record(config: TrainConfig, where: World, device: torch.device) -> dict[str, Any]:
+    """How :func:`fit` trains: processes, batch per process and global batch, device, precision
+    (stored in ``run.json`` as ``launch``)."""
+    cuda = device.type == "cuda"
+    return {
+        "processes": where.size,
+        "batch_per_process": config.batch_size,
+        "global_batch": config.batch_size * where.size,
+        "device": device.type,
+        "mixed_precision": "bf16" if cuda else "none",
+        "channels_last": cuda,
+    }
+
+
+def describe_launch(launch: dict[str, Any]) -> str:
+    """One line for the log, e.g. ``DDP over 4 processes: batch 8 per process = global batch 32 (cuda, bf16 autocast, channels_last)``."""
+    how = [launch["device"]] + (["bf16 autocast", "channels_last"] if launch["mixed_precision"] == "bf16" else [])
+    if launch["processes"] == 1:
+        return f"1 process, batch {launch['batch_per_process']} ({', '.join(how)})"
+    return (
+        f"DDP over {launch['processes']} processes: batch {launch['batch_per_process']} per process = "
+        f"global batch {launch['global_batch']} ({', '.join(how)})"
+    )
+
+
+class _LaunchedTask:
+    """``task`` as :func:`fit` trains it in a distributed or CUDA run: its loss under bf16 autocast on
+    CUDA, and not finite on every process when it is not finite on one (so that all stop together)."""
+
+    def __init__(self, task: TrainingTask, *, autocast: bool) -> None:
+        self.task, self.autocast = task, autocast
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.task, name)
+
+    def loss(self, model: nn.Module, batch: Any) -> tuple[torch.Tensor, dict[str, float]]:
+        if self.autocast:
+            with torch.autocast("cuda", dtype=torch.bfloat16):
+                loss, logs = self.task.loss(model, batch)
+        else:
+            loss, logs = self.task.loss(model, batch)
+        if distributed.world().distributed and not distributed.all_finite(loss):
+            loss = loss.detach() + math.nan
+        return loss, logs
+
+
+def _launched(
+    model: nn.Module, task: TrainingTask, where: World, device: torch.device
+) -> tuple[nn.Module, TrainingTask]:
+    """What :func:`train_one_epoch` trains and whose loss it calls: ``model`` and ``task`` for a single
+    process on the CPU; DistributedDataParallel and :class:`_LaunchedTask` otherwise."""
+    if not where.distributed and device.type != "cuda":
+        return model, task
+    if where.distributed:
+        from torch.nn.parallel import DistributedDataParallel
+
+        model = DistributedDataParallel(model)
+    return model, _LaunchedTask(task, autocast=device.type == "cuda")
+
+
+def _load_checkpoint(run: ModelRun | None, where: World) -> dict[str, Any] | None:
+    """The checkpoint every process resumes from: read by rank 0 and sent to all (a damaged one is
+    warned about, set aside, and training starts over)."""
+    if run is None:
+        return None
+    saved = distributed.from_main(run.resume_checkpoint)
+    if saved is not None and saved.get("world_size", 1) != where.size:
+        raise ValueError(
+            f"{run.checkpoint_path} was written by a run of {saved.get('world_size', 1)} process(es); "
+            f"resume it with as many (this run has {where.size}) or remove it to start again"
+        )
+    return saved
+
+
+def _save_checkpoint(run: ModelRun, where: World, state: dict[str, Any]) -> None:
+    """Rank 0 writes ``state``; distributed, it also holds every process's RNG states (``rng_per_rank``)."""
+    if where.distributed:
+        state = {**state, "rng_per_rank": distributed.gather(state["rng"])}
+    if where.is_main:
+        run.save_checkpoint(state)
 
 
 @dataclass
@@ -353,20 +472,22 @@ def load_or_train(
     calls :func:`fit` with ``run=run``), then cached.
 
     Training holds the key's lock (:meth:`ModelRun.lock`): a second process waits, then loads the
-    model the first one cached.
+    model the first one cached. In a distributed run every process calls it; rank 0 decides whether
+    the cache holds the model, alone locks and writes it (the models folder must be shared by all
+    machines of a multi-node run).
 
     Raises:
         bloodlib.modelcache.CorruptModelError: the cache entry is damaged or unsafe (names the file);
             under ``bloodlib train`` (:func:`bloodlib.modelcache.rebuilding_damaged`) it is instead
             moved aside with a warning and trained again.
     """
-    if run.is_complete():  # reading needs no lock (a read-only models folder works)
+    if distributed.from_main(run.is_complete):  # reading needs no lock (a read-only models folder works)
         try:
             return TrainedModel.from_cache(run, build(), name=name)
         except CorruptModelError:
             if not rebuild_damaged():
                 raise
-    with run.lock():
+    with run.lock() if distributed.world().is_main else contextlib.nullcontext():
         return _load_or_train_locked(run, build, train, name=name, seed=seed)
 
 
@@ -375,18 +496,28 @@ def _load_or_train_locked(
 ) -> TrainedModel:
     import warnings
 
-    if run.is_complete():  # finished by another process while this one waited, or damaged
+    if distributed.from_main(run.is_complete):  # finished by another process while this one waited, or damaged
         try:
             return TrainedModel.from_cache(run, build(), name=name)
         except CorruptModelError as err:
             if not rebuild_damaged():
                 raise
-            aside = run.set_aside()
-            warnings.warn(f"{err.reason}; the entry was moved to {aside}, training {name} again", stacklevel=3)
+            if distributed.world().is_main:
+                aside = run.set_aside()
+                warnings.warn(f"{err.reason}; the entry was moved to {aside}, training {name} again", stacklevel=3)
+            distributed.barrier()
     seed_everything(seed)
     model = build()
     result = train(model)
-    run.save_final(result.state, history=result.history, best_epoch=result.best_epoch, train_seconds=result.seconds)
+    if distributed.world().is_main:
+        run.save_final(
+            result.state,
+            history=result.history,
+            best_epoch=result.best_epoch,
+            train_seconds=result.seconds,
+            launch=result.launch,
+        )
+    distributed.barrier()  # the cache is complete when any process returns
     model.load_state_dict(result.state)
     model.cpu().eval()
     return TrainedModel(name, model, result.history, result.best_epoch, result.seconds, False, run)

@@ -19,6 +19,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.utils.data import DataLoader, Dataset, WeightedRandomSampler
 
+from bloodlib import distributed
 from bloodlib.classification.canvases import CanvasSet
 from bloodlib.classification.models import split_outputs
 from bloodlib.classification.transforms import AugmentConfig, eval_transform, train_transform
@@ -115,9 +116,14 @@ class ClassifierTask:
         augment: on-the-fly augmentation of the training canvases.
         samples_per_epoch: class-balanced draws (with replacement) per epoch; the last incomplete
             batch is dropped (a batch of one would break batch norm).
-        batch_size: mini-batch size.
+        batch_size: mini-batch size (per process in a distributed run).
         label_smoothing: cross-entropy label smoothing.
         aux_loss_weight: weight of Inception-v3's auxiliary loss.
+
+    In a distributed run (:mod:`bloodlib.distributed`) every process draws the epoch's
+    ``samples_per_epoch`` indices alike and trains on its share of them
+    (:class:`~bloodlib.distributed.ShardedSampler`): together, step ``k`` of all processes sees the
+    single-process epoch's ``k``-th batch of ``batch_size x processes`` draws.
     """
 
     def __init__(
@@ -142,11 +148,31 @@ class ClassifierTask:
 
     @property
     def steps_per_epoch(self) -> int:
-        return self.samples_per_epoch // self.batch_size
+        """Optimizer steps per epoch (per process in a distributed run).
+
+        Raises:
+            ValueError: a distributed run's processes draw fewer than ``batch_size`` each.
+        """
+        size = distributed.world().size
+        steps = distributed.shard_length(self.samples_per_epoch, size) // self.batch_size
+        if steps == 0:
+            raise ValueError(
+                f"samples_per_epoch ({self.samples_per_epoch}) shared by {size} processes is less than "
+                f"batch_size ({self.batch_size}) per process"
+            )
+        return steps
 
     def train_loader(self, generator: torch.Generator) -> DataLoader:
         sampler = WeightedRandomSampler(self.weights, self.samples_per_epoch, replacement=True, generator=generator)
-        return DataLoader(self.dataset, batch_size=self.batch_size, sampler=sampler, drop_last=True)
+        where = distributed.world()
+        if not where.distributed:
+            return DataLoader(self.dataset, batch_size=self.batch_size, sampler=sampler, drop_last=True)
+        return DataLoader(
+            self.dataset,
+            batch_size=self.batch_size,
+            sampler=distributed.ShardedSampler(sampler, rank=where.rank, size=where.size),
+            drop_last=True,
+        )
 
     def loss(self, model: nn.Module, batch: tuple[torch.Tensor, torch.Tensor]) -> tuple[torch.Tensor, dict[str, float]]:
         """Cross-entropy (plus Inception's auxiliary term) and the batch's accuracy."""

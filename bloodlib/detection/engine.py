@@ -10,11 +10,13 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
+from functools import partial
 
 import torch
-from torch.utils.data import DataLoader
+from torch.utils.data import DataLoader, RandomSampler
 from tqdm.auto import tqdm
 
+from bloodlib import distributed
 from bloodlib.detection.data import Annotation, BCCDDetection, collate, float_image
 from bloodlib.detection.metrics import Prediction, average_precision
 
@@ -25,8 +27,13 @@ class DetectionTask:
     Args:
         train_set: augmented training images and targets.
         val_annotations: validation images (may be empty: the last epoch is kept).
-        batch_size: images per step; the last incomplete batch is dropped when there is more than one.
+        batch_size: images per step (per process in a distributed run); the last incomplete batch
+            is dropped when there is more than one.
         num_workers: data-loader processes.
+
+    In a distributed run (:mod:`bloodlib.distributed`) each process trains on its share of the
+    epoch's permutation (:class:`~bloodlib.distributed.ShardedSampler`): together, step ``k`` of
+    all processes sees the single-process epoch's ``k``-th batch of ``batch_size x processes`` images.
     """
 
     def __init__(
@@ -39,17 +46,34 @@ class DetectionTask:
 
     @property
     def steps_per_epoch(self) -> int:
-        return max(1, len(self.train_set) // self.batch_size)
+        return max(1, self._images_per_process // self.batch_size)
+
+    @property
+    def _images_per_process(self) -> int:
+        return distributed.shard_length(len(self.train_set), distributed.world().size)
 
     def train_loader(self, generator: torch.Generator) -> DataLoader:
+        where = distributed.world()
+        if not where.distributed:
+            return DataLoader(
+                self.train_set,
+                batch_size=self.batch_size,
+                shuffle=True,
+                drop_last=len(self.train_set) > self.batch_size,
+                collate_fn=collate,
+                num_workers=self.num_workers,
+                generator=generator,
+            )
+        order = RandomSampler(self.train_set, generator=generator)  # the single-process epoch's permutation
         return DataLoader(
             self.train_set,
             batch_size=self.batch_size,
-            shuffle=True,
-            drop_last=len(self.train_set) > self.batch_size,
+            sampler=distributed.ShardedSampler(order, rank=where.rank, size=where.size),
+            drop_last=self._images_per_process > self.batch_size,
             collate_fn=collate,
             num_workers=self.num_workers,
             generator=generator,
+            worker_init_fn=partial(distributed.seed_worker_for_rank, rank=where.rank) if self.num_workers else None,
         )
 
     def loss(self, model: torch.nn.Module, batch) -> tuple[torch.Tensor, dict[str, float]]:

@@ -44,7 +44,12 @@ def _coco(
 
     _check(preds, annotations)
     metric = MeanAveragePrecision(
-        iou_type="bbox", iou_thresholds=[0.5], class_metrics=True, extended_summary=extended, backend=backend
+        iou_type="bbox",
+        iou_thresholds=[0.5],
+        class_metrics=True,
+        extended_summary=extended,
+        backend=backend,
+        sync_on_compute=False,  # AP of these images only, also in a distributed run's rank 0
     )
     metric.warn_on_many_detections = False
     metric.update([_pred(p) for p in preds], [_target(a) for a in annotations])
