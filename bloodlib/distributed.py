@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import os
 import random
+import signal
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -130,10 +131,26 @@ def launch(nproc: int, args: Sequence[str]) -> int:
     from torch.distributed.run import parse_args, run
 
     try:
-        run(parse_args(torchrun_args(nproc, args)))
+        with kept_signal_handlers():
+            run(parse_args(torchrun_args(nproc, args)))
     except ChildFailedError:  # torchrun has printed which rank failed and its traceback
         return 1
     return 0
+
+
+@contextmanager
+def kept_signal_handlers() -> Iterator[None]:
+    """Restore this process's signal handlers on exit: torchrun's launcher, run in-process, replaces
+    SIGINT/SIGTERM/SIGHUP/SIGQUIT handlers with its own (which raise ``SignalException``) and
+    leaves them there, so a later Ctrl-C in the same process would no longer be a KeyboardInterrupt."""
+    names = ("SIGINT", "SIGTERM", "SIGHUP", "SIGQUIT")
+    saved = {s: signal.getsignal(s) for s in (getattr(signal, n) for n in names if hasattr(signal, n))}
+    try:
+        yield
+    finally:
+        for signum, handler in saved.items():
+            if handler is not None:
+                signal.signal(signum, handler)
 
 
 def torchrun_args(nproc: int, args: Sequence[str]) -> list[str]:

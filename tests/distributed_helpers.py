@@ -47,7 +47,8 @@ def run_on_processes(function: Callable[..., Any], *args: Any, nproc: int = 2) -
         monitor_interval=0.1,
         start_method="spawn",
     )
-    return elastic_launch(config, function)(*args)
+    with distributed.kept_signal_handlers():  # the launcher's handlers would outlive it in pytest's process
+        return elastic_launch(config, function)(*args)
 
 
 def tiny_convnet() -> nn.Module:

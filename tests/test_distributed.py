@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import sys
 
@@ -198,7 +199,9 @@ class _OneBatch:
 def test_one_ddp_epoch_equals_the_single_process_epoch_on_the_global_batch():
     """2 processes x batch 4 vs one process x batch 8, same draws; a model without batch norm (its
     statistics would be per process), deterministic inputs (augmentation RNGs are per process)."""
+    handlers = signal.getsignal(signal.SIGINT), signal.getsignal(signal.SIGTERM)
     by_rank = run_on_processes(ddp_equal_steps)
+    assert (signal.getsignal(signal.SIGINT), signal.getsignal(signal.SIGTERM)) == handlers
     task = deterministic_classifier_task(2 * EQUAL_STEPS.batch_size)
     torch.manual_seed(0)
     single = fit(tiny_convnet(), task, EQUAL_STEPS, device="cpu", progress=False)
@@ -262,3 +265,13 @@ def test_bloodlib_train_nproc_2_trains_the_quick_detectors_into_the_cache_once(d
     infos = [json.loads(path.read_text()) for path in sorted((tmp_path / "models").glob("detection/*/*/run.json"))]
     assert [info["task"] for info in infos] == ["detection/ssd_alexnet", "detection/ssd_vgg16"]
     assert all(info["launch"]["processes"] == 2 and info["launch"]["global_batch"] == 8 for info in infos)
+
+
+def test_the_launcher_leaves_this_processs_signal_handlers_as_they_were():
+    """torchrun's launcher, run in-process, installs its own SIGINT/SIGTERM handlers; a report or
+    test run later in the same process must still get KeyboardInterrupt on Ctrl-C."""
+    before = signal.getsignal(signal.SIGINT), signal.getsignal(signal.SIGTERM)
+    with distributed.kept_signal_handlers():
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    assert (signal.getsignal(signal.SIGINT), signal.getsignal(signal.SIGTERM)) == before

@@ -78,9 +78,12 @@ def test_main_exits_2_without_an_index(tmp_path, capsys):
 
 
 @pytest.mark.slow
-def test_quick_profile_report_folder_in_chromium(tmp_path):
-    """A real notebook rendered with the quick profile: its page and the index pass every browser check."""
+def test_quick_profile_report_folder_in_chromium(tmp_path, monkeypatch):
+    """A real notebook rendered with the quick profile: its page and the index pass every browser check.
+    ``MPLBACKEND=Agg`` in the caller's environment (CI sets it) must not take the figures away."""
     from tests.notebook_helpers import render_quick
+
+    monkeypatch.setenv("MPLBACKEND", "Agg")
 
     out, _ = render_quick("03_covid_diagnosis", tmp_path)
     checks = check_report_folder(out)

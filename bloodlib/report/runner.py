@@ -84,13 +84,20 @@ class _Stop:
 _STOP = _Stop()
 
 
+#: Set in every report kernel over the caller's environment: figures go into the notebook (inline)
+#: even when the caller exports ``MPLBACKEND=Agg`` (as CI jobs and headless shells often do),
+#: which would otherwise leave every report without a figure.
+KERNEL_ENV: dict[str, str] = {"MPLBACKEND": "module://matplotlib_inline.backend_inline"}
+
+
 def _kernel_manager_class():
-    """An :class:`~jupyter_client.manager.AsyncKernelManager` that registers each kernel it starts with
-    :data:`_STOP` (so that an interrupt can stop it)."""
+    """An :class:`~jupyter_client.manager.AsyncKernelManager` that starts each kernel with
+    :data:`KERNEL_ENV` and registers it with :data:`_STOP` (so that an interrupt can stop it)."""
     from jupyter_client.manager import AsyncKernelManager
 
     class TrackedKernelManager(AsyncKernelManager):
         async def _async_launch_kernel(self, kernel_cmd, **kw):
+            kw["env"] = {**kw.get("env", os.environ), **KERNEL_ENV}
             await super()._async_launch_kernel(kernel_cmd, **kw)
             process = getattr(self.provisioner, "process", None)
             if process is not None:
@@ -168,7 +175,7 @@ def install_kernel(
         display_name=display_name,
         user=user,
         prefix=None if user else str(prefix if prefix is not None else sys.prefix),
-        env=dict(runtime.COMPUTE_ENV),
+        env={**runtime.COMPUTE_ENV, **KERNEL_ENV},
     )
     return Path(where)
 
