@@ -151,7 +151,7 @@ def test_a_notebook_starts_only_after_the_notebooks_whose_models_it_uses(tmp_pat
     events, lock = [], threading.Lock()
     slow = {"01_detection": 0.3, "02_wbc_subtypes": 0.2, "03_covid_diagnosis": 0.0, "04_pipeline": 0.0}
 
-    def fake_run(name, *, profile, root, kernel_name):
+    def fake_run(name, *, profile, root, kernel_name, console=None):
         with lock:
             events.append(("start", name))
         time.sleep(slow[name])
