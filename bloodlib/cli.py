@@ -109,21 +109,19 @@ def cmd_data_verify(args: argparse.Namespace) -> int:
 
 def cmd_report(args: argparse.Namespace) -> int:
     from bloodlib.paths import reports_dir
+    from bloodlib.report.progress import Console, summary_table
     from bloodlib.report.runner import ReportInterrupted, run_reports
 
     try:
         with interrupts_as_keyboard():
-            runs = run_reports(args.profile, only=args.only, jobs=args.jobs)
+            runs = run_reports(args.profile, only=args.only, jobs=args.jobs, console=Console())
     except ReportInterrupted as err:
         print(f"bloodlib report: {err}", file=sys.stderr)
         return EXIT_INTERRUPTED
     except (ValueError, RuntimeError, FileNotFoundError) as err:
         print(f"bloodlib report: {err}", file=sys.stderr)
         return 2
-    for run in runs:
-        line = f"{run.name:24s} {run.status:7s} {run.wall_s:8.1f} s"
-        print(line + (f"  {run.error}" if run.error else ""))
-    print(f"index: {reports_dir(args.profile) / 'index.html'}")
+    print(summary_table(runs, reports_dir(args.profile)))
     return 0 if all(run.status == "ok" for run in runs) else 1
 
 

@@ -47,6 +47,7 @@ from tqdm.auto import tqdm
 from bloodlib import distributed
 from bloodlib.distributed import World
 from bloodlib.modelcache import CorruptModelError, ModelRun, rebuild_damaged, seed_everything
+from bloodlib.progress import epoch_event, phase
 
 OPTIMIZERS = ("adam", "adamw", "sgd")
 
@@ -228,6 +229,7 @@ def _cpu_copy(model: nn.Module) -> dict[str, torch.Tensor]:
     return {k: v.detach().cpu().clone(memory_format=torch.contiguous_format) for k, v in model.state_dict().items()}
 
 
+@phase("training")
 def fit(
     model: nn.Module,
     task: TrainingTask,
@@ -248,6 +250,10 @@ def fit(
         device: default this process's GPU when CUDA is available (the ``paper`` profile's), else the CPU.
         progress: progress bars (on rank 0 only).
         on_epoch: called (on every process) with each epoch's history row after its checkpoint is written.
+
+    Each epoch is also sent to the report runner, when it runs the notebook, as a line with the epoch,
+    the losses and metrics and the time left (:func:`bloodlib.progress.epoch_event`); its time counts
+    as the ``training`` phase.
 
     Raises:
         ValueError: the checkpoint was written by a run with another number of processes.
@@ -321,6 +327,15 @@ def fit(
                     "config": asdict(config),
                     "world_size": where.size,
                 },
+            )
+        if where.is_main:  # a line for the report runner's terminal (nothing outside it)
+            epoch_event(
+                desc=desc,
+                epoch=epoch,
+                epochs=config.epochs,
+                seconds=row["seconds"],
+                mean_seconds=seconds / len(history),
+                metrics={k: v for k, v in row.items() if k.startswith(("train_", "val_"))},
             )
         if on_epoch is not None:
             on_epoch(row)

@@ -14,7 +14,7 @@ import pytest
 from bloodlib import cli, runtime
 from bloodlib import params as params_mod
 from bloodlib.report.links import broken_links
-from bloodlib.report.runner import run_reports
+from bloodlib.report.runner import KERNEL_ENV, run_reports
 from tests.paths import ROOT
 
 
@@ -151,7 +151,7 @@ def test_a_notebook_starts_only_after_the_notebooks_whose_models_it_uses(tmp_pat
     events, lock = [], threading.Lock()
     slow = {"01_detection": 0.3, "02_wbc_subtypes": 0.2, "03_covid_diagnosis": 0.0, "04_pipeline": 0.0}
 
-    def fake_run(name, *, profile, root, kernel_name):
+    def fake_run(name, *, profile, root, kernel_name, console=None):
         with lock:
             events.append(("start", name))
         time.sleep(slow[name])
@@ -176,7 +176,7 @@ def test_a_notebook_starts_only_after_the_notebooks_whose_models_it_uses(tmp_pat
 def test_kernel_command_registers_the_compute_environment(tmp_path, capsys):
     assert cli.main(["kernel", "--name", "bloodlib-test", "--prefix", str(tmp_path)]) == 0
     spec = json.loads((tmp_path / "share" / "jupyter" / "kernels" / "bloodlib-test" / "kernel.json").read_text())
-    assert spec["env"] == runtime.COMPUTE_ENV and spec["display_name"] == "Python (bloodlib)"
+    assert spec["env"] == {**runtime.COMPUTE_ENV, **KERNEL_ENV} and spec["display_name"] == "Python (bloodlib)"
     assert "bloodlib-test" in capsys.readouterr().out
 
 

@@ -16,6 +16,7 @@ from typing import Any
 from bloodlib.fsutil import atomic_write_bytes, atomic_write_text
 from bloodlib.jsonutil import json_text
 from bloodlib.paths import project_root
+from bloodlib.progress import phase
 
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
 
@@ -44,11 +45,13 @@ class ReportWriter:
         return name
 
     def figure(self, fig: Any, name: str, *, dpi: int = 120) -> None:
-        """Save a matplotlib figure as ``figures/<name>.png`` (it still shows inline)."""
+        """Save a matplotlib figure as ``figures/<name>.png`` (it still shows inline); the drawing counts
+        as the ``plots`` phase (:mod:`bloodlib.progress`)."""
         import io
 
         buffer = io.BytesIO()
-        fig.savefig(buffer, format="png", dpi=dpi, bbox_inches="tight")
+        with phase("plots"):
+            fig.savefig(buffer, format="png", dpi=dpi, bbox_inches="tight")
         atomic_write_bytes(self.dir / "figures" / f"{self._check_name(name)}.png", buffer.getvalue())
 
     def table(self, frame: Any, name: str, *, index: bool = False) -> Any:

@@ -14,6 +14,7 @@ from html import escape
 from pathlib import Path
 
 from bloodlib.fsutil import atomic_write_text
+from bloodlib.report.timing import timing_section
 
 _STYLE = """
 body{font-family:system-ui,sans-serif;max-width:1100px;margin:2em auto;padding:0 1em;color:#222}
@@ -196,6 +197,7 @@ interval (given in the note), or equals ours; {CUES["none"]}: the paper gives no
 <h2>Reports</h2>
 <table><tr><th>notebook</th><th>status</th><th>report</th><th>time (min)</th><th>finished (UTC)</th><th>files</th></tr>
 {"".join(rows)}</table>
+{timing_section(runs)}
 <h2>Provenance</h2>
 <ul><li>git commit: <code>{escape(str(prov.get("git_commit", "unknown")))}</code></li>
 <li>machine: {escape(str(machine.get("platform", "")))}, {escape(str(machine.get("cpus", "")))} CPUs</li>

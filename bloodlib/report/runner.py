@@ -17,6 +17,13 @@ For each notebook ``notebooks/<name>.ipynb`` and a profile, :func:`run_notebook`
 provenance in ``runs.json`` and writes ``index.html``; it updates ``runs.json`` holding a file lock
 (``.runs.json.lock``), so two runners on one report folder lose no update.
 
+Progress: given a :class:`~bloodlib.report.progress.Console` (``bloodlib report`` passes one), each
+notebook's start, every code cell as it starts (n/N, elapsed) and every training epoch (epoch n/N, loss,
+time left) are printed as they happen, then how it ended (:mod:`bloodlib.report.progress`). Every run
+records the seconds of each code cell and of each phase (training, evaluation, bootstrap, plots, other)
+in ``runs.json``; the index shows them. Kernels talk to the runner over IPC sockets in a private folder
+(POSIX), not TCP, so none warns that its transport is unencrypted.
+
 Ctrl-C (or SIGTERM, which ``bloodlib report`` turns into the same) stops every kernel this process
 started (they run in their own session, so the terminal's Ctrl-C does not reach them), removes the
 staging folders, records the notebooks that were running as ``interrupted`` in ``runs.json`` and the
@@ -30,6 +37,7 @@ import os
 import shutil
 import signal
 import sys
+import tempfile
 import threading
 import time
 import warnings
@@ -43,7 +51,9 @@ from bloodlib import runtime
 from bloodlib.fsutil import atomic_write_text, file_lock, lock_timeout, move_aside, replace_dir, staging_dir
 from bloodlib.jsonutil import json_text
 from bloodlib.paths import project_root, reports_dir
+from bloodlib.progress import CHANNEL_ENV
 from bloodlib.report import provenance
+from bloodlib.report.progress import Console, NotebookWatch, display_path
 
 KERNEL_NAME = "bloodlib"
 KERNEL_DISPLAY_NAME = "Python (bloodlib)"
@@ -90,20 +100,38 @@ _STOP = _Stop()
 KERNEL_ENV: dict[str, str] = {"MPLBACKEND": "module://matplotlib_inline.backend_inline"}
 
 
-def _kernel_manager_class():
-    """An :class:`~jupyter_client.manager.AsyncKernelManager` that starts each kernel with
-    :data:`KERNEL_ENV` and registers it with :data:`_STOP` (so that an interrupt can stop it)."""
+def _kernel_manager_class(*, env: dict[str, str] | None = None, ipc_dir: Path | None = None):
+    """An :class:`~jupyter_client.manager.AsyncKernelManager` that registers each kernel it starts with
+    :data:`_STOP` (so that an interrupt can stop it), starts it with :data:`KERNEL_ENV` and ``env`` over
+    this process's environment and, given ``ipc_dir``, connects to it over IPC sockets in that folder
+    instead of TCP."""
     from jupyter_client.manager import AsyncKernelManager
 
+    extra_env = dict(env or {})
+
     class TrackedKernelManager(AsyncKernelManager):
+        def __init__(self, **kw):
+            super().__init__(**kw)
+            if ipc_dir is not None:
+                self.transport = "ipc"
+                self.ip = str(ipc_dir / "kernel")
+
         async def _async_launch_kernel(self, kernel_cmd, **kw):
-            kw["env"] = {**kw.get("env", os.environ), **KERNEL_ENV}
+            kw["env"] = {**kw.get("env", os.environ), **KERNEL_ENV, **extra_env}
             await super()._async_launch_kernel(kernel_cmd, **kw)
             process = getattr(self.provisioner, "process", None)
             if process is not None:
                 _STOP.track(process)
 
     return TrackedKernelManager
+
+
+def _ipc_folder() -> Path | None:
+    """A private folder for a kernel's IPC sockets (short: a socket path holds at most ~100 bytes), or
+    None where IPC sockets are not available (Windows: the kernel then uses TCP)."""
+    if os.name != "posix":
+        return None
+    return Path(tempfile.mkdtemp(prefix="bloodlib-kernel-"))
 
 
 @dataclass
@@ -118,6 +146,10 @@ class NotebookRun:
     parameters: dict = field(default_factory=dict)
     data: list = field(default_factory=list)
     error: str | None = None
+    #: seconds per phase: training, evaluation, bootstrap, plots and other (:meth:`NotebookWatch.phases`)
+    phases: dict = field(default_factory=dict)
+    #: one ``{"cell": n, "label": first line, "seconds"}`` per code cell that ran
+    cells: list = field(default_factory=list)
 
 
 def discover_notebooks(root: Path) -> list[str]:
@@ -204,10 +236,12 @@ def run_notebook(
     profile: str = params_mod.DEFAULT_PROFILE,
     root: Path | None = None,
     kernel_name: str = KERNEL_NAME,
+    console: Console | None = None,
 ) -> NotebookRun:
     """Execute and render one notebook; see the module docstring for the files it writes.
 
     The kernel inherits this process's environment, with :func:`bloodlib.runtime.configure` applied.
+    ``console``: where its progress is printed (None: nowhere; the times are recorded either way).
     """
     import papermill
     from papermill.exceptions import PapermillExecutionError
@@ -222,8 +256,12 @@ def run_notebook(
     staging = staging_dir(out_dir, f".{name}.staging-")
     artifacts = staging / name
     executed = staging / f"{name}.ipynb"
+    watch = NotebookWatch(name, staging / "progress.jsonl", console)
+    ipc = _ipc_folder()
     error = None
+    watch.say(f"start (profile {profile})")
     try:
+        watch.start()
         try:
             papermill.execute_notebook(
                 str(root / "notebooks" / f"{name}.ipynb"),
@@ -234,12 +272,15 @@ def run_notebook(
                 cwd=str(root),
                 execution_timeout=settings.timeout_s,
                 progress_bar=False,
-                kernel_manager_class=_kernel_manager_class(),
+                kernel_manager_class=_kernel_manager_class(env={CHANNEL_ENV: str(watch.channel)}, ipc_dir=ipc),
+                **watch.hooks(),
             )
         except PapermillExecutionError as err:
             error = f"cell {err.exec_count}: {err.ename}: {err.evalue}"
         except Exception as err:  # kernel died, timeout, unreadable notebook ...
             error = f"{type(err).__name__}: {err}"
+        finally:
+            watch.stop()
         if _STOP.requested.is_set():
             error = f"{INTERRUPTED} (Ctrl-C or SIGTERM); the previous report, if any, is kept"
         elif error is None:
@@ -253,25 +294,37 @@ def run_notebook(
             executed.replace(out_dir / f"{name}.failed.ipynb")
     finally:
         shutil.rmtree(staging, ignore_errors=True)
+        if ipc is not None:
+            shutil.rmtree(ipc, ignore_errors=True)
+    wall_s = round(time.perf_counter() - started, 1)
+    status = "ok" if error is None else INTERRUPTED if _STOP.requested.is_set() else "failed"
+    if status == "ok":
+        watch.say(f"ok in {wall_s / 60:.1f} min -> {display_path(out_dir / f'{name}.html')}")
+    else:
+        watch.say(f"{status} after {wall_s / 60:.1f} min: {error}")
     return NotebookRun(
         name=name,
         profile=profile,
-        status="ok" if error is None else INTERRUPTED if _STOP.requested.is_set() else "failed",
-        wall_s=round(time.perf_counter() - started, 1),
+        status=status,
+        wall_s=wall_s,
         finished_at=datetime.now(UTC).isoformat(timespec="seconds"),
         parameters=values,
         data=provenance.data_checksums(params_mod.DATASETS.get(name, ())),
         error=error,
+        phases=watch.phases(wall_s),
+        cells=watch.cells,
     )
 
 
-def _run_after(before: list[Future], name: str, profile: str, root: Path, kernel_name: str) -> NotebookRun | None:
+def _run_after(
+    before: list[Future], name: str, profile: str, root: Path, kernel_name: str, console: Console | None
+) -> NotebookRun | None:
     """:func:`run_notebook` once the notebooks in ``before`` are done (it uses their cached models);
     None if the run was interrupted before it started."""
     wait(before)
     if _STOP.requested.is_set():
         return None
-    return run_notebook(name, profile=profile, root=root, kernel_name=kernel_name)
+    return run_notebook(name, profile=profile, root=root, kernel_name=kernel_name, console=console)
 
 
 def run_reports(
@@ -281,10 +334,12 @@ def run_reports(
     jobs: int = 1,
     root: Path | None = None,
     kernel_name: str = KERNEL_NAME,
+    console: Console | None = None,
 ) -> list[NotebookRun]:
     """Run the selected notebooks, then update ``runs.json`` and ``index.html``.
 
-    Returns the runs in notebook order; callers exit non-zero if any failed.
+    Returns the runs in notebook order; callers exit non-zero if any failed. ``console``: where the
+    progress goes (:mod:`bloodlib.report.progress`; None: nowhere).
 
     Raises:
         ReportInterrupted: Ctrl-C (or SIGTERM turned into it), after stopping the kernels and recording
@@ -298,13 +353,18 @@ def run_reports(
     _check_kernel(kernel_name)
     out_dir = reports_dir(profile, root)
     out_dir.mkdir(parents=True, exist_ok=True)
+    if console is not None:
+        console.line(
+            None,
+            f"bloodlib report: {len(names)} notebook(s), profile {profile}, {jobs} at a time -> {display_path(out_dir)}",
+        )
     _STOP.requested.clear()
     pool = ThreadPoolExecutor(max_workers=jobs)
     futures: dict[str, Future] = {}
     try:
         for name in names:  # FIFO: a notebook waits only on dependencies submitted before it
             before = [futures[d] for d in params_mod.DEPENDS.get(name, ()) if d in futures]
-            futures[name] = pool.submit(_run_after, before, name, profile, root, kernel_name)
+            futures[name] = pool.submit(_run_after, before, name, profile, root, kernel_name, console)
         pending = set(futures.values())
         while pending:  # wake up often: a signal handler (Ctrl-C, SIGTERM) runs only in this thread
             _, pending = wait(pending, timeout=0.25)

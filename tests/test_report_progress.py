@@ -1,0 +1,206 @@
+"""Progress of a report run: the kernel's events, the runner's lines, the times in runs.json and the index."""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+from types import SimpleNamespace
+
+import nbformat
+import pytest
+import torch
+
+from bloodlib import progress
+from bloodlib.report.index import render_index
+from bloodlib.report.progress import Console, NotebookWatch, cell_label, clock, epoch_line, summary_table
+from bloodlib.report.timing import phase_rows, timing_section
+from bloodlib.training import TrainConfig, fit
+from tests.paths import ROOT
+
+
+class _Linear:
+    """A one-step task with a validation metric."""
+
+    steps_per_epoch = 1
+
+    def train_loader(self, generator):
+        return [(torch.ones(2, 1), torch.zeros(2, 1))]
+
+    def loss(self, model, batch):
+        loss = ((model(batch[0]) - batch[1]) ** 2).mean()
+        return loss, {"loss": float(loss.detach())}
+
+    def validate(self, model):
+        return {"bacc": 0.5}
+
+    def rank(self, metrics):
+        return (metrics["bacc"],)
+
+
+def events(path: Path) -> list[dict]:
+    return [json.loads(line) for line in path.read_text().splitlines()]
+
+
+def test_emit_writes_nothing_without_the_channel(monkeypatch, tmp_path):
+    monkeypatch.delenv(progress.CHANNEL_ENV, raising=False)
+    assert progress.emit("epoch", epoch=1) is False
+    with progress.phase("training"):
+        pass
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_fit_sends_one_line_per_epoch_with_the_time_left(monkeypatch, tmp_path):
+    channel = tmp_path / "events.jsonl"
+    monkeypatch.setenv(progress.CHANNEL_ENV, str(channel))
+    fit(torch.nn.Linear(1, 1), _Linear(), TrainConfig(3, 2, 0.1), progress=False, desc="demo")
+    sent = events(channel)
+    epochs = [e for e in sent if e["event"] == "epoch"]
+    assert [(e["desc"], e["epoch"], e["epochs"]) for e in epochs] == [("demo", 1, 3), ("demo", 2, 3), ("demo", 3, 3)]
+    assert epochs[-1]["eta_s"] == 0 and epochs[0]["eta_s"] > 0
+    assert set(epochs[0]["metrics"]) == {"train_loss", "val_bacc"}
+    (training,) = [e for e in sent if e["event"] == "phase"]  # the validation inside counts as training
+    assert training["phase"] == "training" and training["seconds"] >= sum(e["seconds"] for e in epochs) * 0.99
+
+
+def test_only_the_outermost_phase_counts_and_nan_is_written_as_null(monkeypatch, tmp_path):
+    channel = tmp_path / "events.jsonl"
+    monkeypatch.setenv(progress.CHANNEL_ENV, str(channel))
+
+    @progress.phase("evaluation")
+    def predict():
+        with progress.phase("plots"):
+            return 1
+
+    with progress.phase("bootstrap"):
+        predict()
+    predict()
+    progress.emit("epoch", metrics={"val_loss": float("nan")})
+    sent = events(channel)
+    assert [(e.get("phase"), e["event"]) for e in sent] == [
+        ("bootstrap", "phase"),
+        ("evaluation", "phase"),
+        (None, "epoch"),
+    ]
+    assert sent[2]["metrics"] == {"val_loss": None}
+    with pytest.raises(ValueError, match="phase 'drawing' is not one of"):
+        progress.phase("drawing")
+
+
+def test_the_watch_prints_cells_and_epochs_and_adds_up_phases(tmp_path):
+    out = io.StringIO()
+    watch = NotebookWatch("02_demo", tmp_path / "events.jsonl", Console(out)).start()
+    nb = nbformat.v4.new_notebook()
+    nb.cells = [
+        nbformat.v4.new_markdown_cell("# title"),
+        nbformat.v4.new_code_cell("# Parameters\nx = 1"),
+        nbformat.v4.new_code_cell(""),
+        nbformat.v4.new_code_cell("trained = train_models(params, data)"),
+    ]
+    watch.on_notebook_start(notebook=nb)
+    for index, cell in enumerate(nb.cells):
+        watch.on_cell_start(cell=cell, cell_index=index)
+        watch.on_cell_executed(cell=cell, cell_index=index, execute_reply={})
+    with open(watch.channel, "a") as channel:  # one line and a half, as a reader may find it
+        channel.write(json.dumps({"event": "phase", "phase": "training", "seconds": 30.0}) + "\n")
+        channel.write('{"event": "epoch", "desc": "arch1", "epoch": 2, ')
+    assert [e["event"] for e in watch.read_events()] == ["phase"]
+    with open(watch.channel, "a") as channel:
+        channel.write(
+            '"epochs": 20, "seconds": 31.2, "eta_s": 561.6, "metrics": {"train_loss": 1.18, "val_bacc": 0.5}}\n'
+        )
+        channel.write("not json\n")
+    watch.stop()
+    lines = out.getvalue().splitlines()
+    assert lines[0].startswith("[02_demo] cell 1/2 at 0:00  Parameters")
+    assert lines[1].startswith("[02_demo] cell 2/2 at 0:00  trained = train_models(params, data)")
+    assert lines[2] == "[02_demo]   arch1 epoch 2/20  loss 1.180  val_bacc 0.500  31 s/epoch  ETA 9:22"
+    assert [c["cell"] for c in watch.cells] == [1, 2] and watch.cells[1]["label"].startswith("trained")
+    assert watch.phases(100.0) == {"training": 30.0, "evaluation": 0.0, "bootstrap": 0.0, "plots": 0.0, "other": 70.0}
+
+
+def test_formatting_helpers():
+    assert [clock(s) for s in (0, 61.4, 3725, None, float("nan"))] == ["0:00", "1:01", "1:02:05", "--:--", "--:--"]
+    assert cell_label("\n  # Train every model\nx = 1") == "Train every model"
+    assert len(cell_label("y = " + "1" * 200)) == 70
+    line = epoch_line({"desc": "ssd", "epoch": 1, "epochs": 2, "seconds": 90, "eta_s": 90, "metrics": {"val_mAP": 0.4}})
+    assert line == "  ssd epoch 1/2  val_mAP 0.400  90 s/epoch  ETA 1:30"
+
+
+def test_summary_table_names_each_report(tmp_path):
+    (tmp_path / "b.failed.ipynb").write_text("{}")
+    runs = [
+        SimpleNamespace(name="a_long_name", status="ok", wall_s=90.0, error=None),
+        SimpleNamespace(name="b", status="failed", wall_s=30.0, error="cell 3: ValueError: bad"),
+    ]
+    lines = summary_table(runs, tmp_path).splitlines()
+    assert lines[0].split() == ["notebook", "status", "minutes", "report"]
+    assert lines[1].split()[:3] == ["a_long_name", "ok", "1.5"] and lines[1].endswith("a_long_name.html")
+    assert lines[2].split()[:3] == ["b", "failed", "0.5"] and lines[2].endswith("(cell 3: ValueError: bad)")
+    assert lines[3].split() == ["total", "2.0"] and lines[4].startswith("index: ")
+
+
+def test_the_index_shows_minutes_per_notebook_and_phase(tmp_path):
+    runs = {
+        "01_x": {
+            "status": "ok",
+            "wall_s": 600.0,
+            "finished_at": "2025-01-01T00:00:00+00:00",
+            "phases": {"training": 420.0, "evaluation": 60.0, "bootstrap": 30.0, "plots": 12.0, "other": 78.0},
+            "cells": [
+                {"cell": 1, "label": "fast", "seconds": 1.0},
+                {"cell": 2, "label": "train <all>", "seconds": 500.0},
+            ],
+        },
+        "02_old": {"status": "ok", "wall_s": 120.0, "finished_at": "2025-01-01T00:00:00+00:00"},  # before phases
+    }
+    assert phase_rows(runs)[1]["training"] is None
+    section = timing_section(runs)
+    assert '<td>01_x</td><td class="num"><b>10.0</b></td><td class="num">7.0</td>' in section
+    assert "train &lt;all&gt;" in section and section.index("train &lt;all&gt;") < section.index("fast")
+    assert '<th>all</th><th class="num">12.0</th><th class="num">7.0</th>' in section
+    assert timing_section({}) == ""
+    assert 'id="time"' in render_index(tmp_path, {"provenance": {}, "notebooks": runs})
+
+
+@pytest.mark.slow
+def test_bloodlib_report_prints_cells_epochs_and_a_final_table(tmp_path):
+    """A notebook that trains through ``fit``, rendered by ``bloodlib report`` in a subprocess: what
+    the terminal shows (and the kernel's transport warning it does not), and the times in runs.json."""
+    script = tmp_path / "run.py"
+    script.write_text(
+        f"""
+import sys
+sys.path.insert(0, {str(ROOT)!r})
+from pathlib import Path
+import nbformat
+from bloodlib import cli, params
+from tests.test_report_runner import make_project
+root = make_project(Path({str(tmp_path / "project")!r}))
+nb = nbformat.read(root / "notebooks" / "90_demo.ipynb", as_version=4)
+nb.cells.insert(2, nbformat.v4.new_code_cell('''# Train a tiny model
+import torch
+from bloodlib.training import TrainConfig, fit
+from tests.test_report_progress import _Linear
+fit(torch.nn.Linear(1, 1), _Linear(), TrainConfig(2, 2, 0.1), desc="tiny")'''))
+nbformat.write(nb, root / "notebooks" / "90_demo.ipynb")
+params.SCHEMAS["90_demo"] = "tests.test_report_runner:DemoParams"
+sys.exit(cli.main(["report", "--profile", "quick"]))
+"""
+    )
+    env = {**os.environ, "BLOODLIB_ROOT": str(tmp_path / "project"), "PYTHONPATH": str(ROOT)}
+    done = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, env=env, timeout=300)
+    assert done.returncode == 0, done.stdout + done.stderr
+    out = done.stdout
+    assert "[90_demo] start (profile quick)" in out and "[90_demo] cell 3/4 at " in out and "Train a tiny model" in out
+    assert "[90_demo]   tiny epoch 2/2  loss " in out and "val_bacc 0.500" in out and "ETA 0:00" in out
+    assert "[90_demo] ok in " in out and out.splitlines()[-4].split()[:2] == ["notebook", "status"]
+    assert "without encryption" not in done.stderr and "without encryption" not in out
+    record = json.loads((tmp_path / "project" / "reports" / "quick" / "runs.json").read_text())["notebooks"]["90_demo"]
+    assert record["phases"]["training"] > 0 and record["phases"]["plots"] > 0
+    assert [c["label"] for c in record["cells"]][2] == "Train a tiny model"
+    index = (tmp_path / "project" / "reports" / "quick" / "index.html").read_text()
+    assert "Where the time goes" in index
