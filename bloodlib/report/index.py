@@ -59,6 +59,19 @@ def _summary_rows(out_dir: Path, name: str) -> list[dict]:
     return json.loads(path.read_text(encoding="utf-8")).get("summary", [])
 
 
+#: The "differs from the paper in" cell of a summary row that does not say.
+NO_PAPER_NUMBER = "the paper reports no such number"
+NOT_STATED = "not stated by the notebook"
+
+
+def _differs_cell(row: dict) -> str:
+    """A summary row's ``differs`` (what differs from the paper), with our model and the paper's below it
+    (``model``, ``paper_model``); rows without ``differs`` say why."""
+    differs = row.get("differs") or (NO_PAPER_NUMBER if row.get("paper") is None else NOT_STATED)
+    models = [f"{label}: {row[key]}" for label, key in (("ours", "model"), ("paper", "paper_model")) if row.get(key)]
+    return escape(str(differs)) + "".join(f"<br><small>{escape(str(m))}</small>" for m in models)
+
+
 def render_index(out_dir: Path, record: dict) -> str:
     """The index page for a report folder and its ``runs.json`` record."""
     prov = record.get("provenance", {})
@@ -84,7 +97,7 @@ def render_index(out_dir: Path, record: dict) -> str:
             summary.append(
                 f"<tr><td>{escape(name)}</td><td>{escape(row['metric'])}</td>"
                 f'<td class="num">{_fmt(row.get("paper"))}</td><td class="num">{_fmt(row.get("ours"))}</td>'
-                f"<td>{escape(str(row.get('note', '')))}</td></tr>"
+                f"<td>{escape(str(row.get('note', '')))}</td><td>{_differs_cell(row)}</td></tr>"
             )
         data = "".join(
             f"<li><code>{escape(d['name'])}</code>: {'verified' if d['ok'] else 'NOT verified: ' + escape('; '.join(d['problems']))}"
@@ -112,8 +125,9 @@ def render_index(out_dir: Path, record: dict) -> str:
 <table><tr><th>notebook</th><th>status</th><th>report</th><th>wall time (s)</th><th>finished (UTC)</th><th>files</th></tr>
 {"".join(rows)}</table>
 <h2>The paper's numbers beside ours</h2>
-<table><tr><th>notebook</th><th>metric</th><th>paper</th><th>ours</th><th>note (split, protocol)</th></tr>
-{"".join(summary) or '<tr><td colspan="5">no metrics yet</td></tr>'}</table>
+<table><tr><th>notebook</th><th>metric</th><th>paper</th><th>ours</th><th>note (split, protocol)</th>
+<th>differs from the paper in</th></tr>
+{"".join(summary) or '<tr><td colspan="6">no metrics yet</td></tr>'}</table>
 <h2>Provenance</h2>
 <ul><li>git commit: <code>{escape(str(prov.get("git_commit", "unknown")))}</code></li>
 <li>machine: {escape(str(machine.get("platform", "")))}, {escape(str(machine.get("cpus", "")))} CPUs</li>
