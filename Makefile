@@ -1,6 +1,8 @@
 # The two commands of bloodlib (see README.md):
 #   make reports   create .venv, install, register the Jupyter kernel, fetch data, render every report (cpu profile)
 #   make test      same environment, run the test suite
+#   make check-claims   after make reports: every number of README.md's results tables against the
+#                  rendered reports/<profile>/*/metrics.json (bloodlib.report.claims); fails on any mismatch
 # Options: PROFILE=quick|cpu|paper, JOBS=N, PYTHON=python3.11, BLOODLIB_DATA=/path/to/local/data
 #   PYTEST_ARGS   extra pytest arguments for make test, e.g. the fast loop without notebooks and training:
 #                 make test PYTEST_ARGS='-m "not slow"'    or one file: make test PYTEST_ARGS='tests/test_params.py -x'
@@ -12,13 +14,16 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.bloodlib-installed
 
-.PHONY: reports test lint env data clean-reports lab bench
+.PHONY: reports test lint env data clean-reports lab bench check-claims
 
 reports: data
 	$(PY) -m bloodlib report --profile $(PROFILE) --jobs $(JOBS)
 
 test: env
 	$(PY) -m pytest $(PYTEST_ARGS)
+
+check-claims: env
+	$(PY) -m bloodlib.report.claims README.md
 
 lint: env
 	$(VENV)/bin/ruff check .

@@ -149,13 +149,14 @@ def test_overlap_free_tables_put_both_sets_side_by_side():
     p = SimpleNamespace(score_threshold=0.5, bootstrap_samples=5, seed=0)
     tables = evaluation.overlap_free_tables(preds, IMAGES, [0, 1], thresholds, p)
     maps = tables["map"].set_index("model")
-    assert maps.loc["VGG16-SSD300", "mAP50 (official, 3 images)"] == pytest.approx(51 / 101)  # c's WBC missed
-    assert maps.loc["VGG16-SSD300", "mAP50 (overlap-free, 2 images)"] == 1.0
+    assert maps.loc["VGG16-SSD300", "mAP50 (official)"] == pytest.approx(51 / 101)  # c's WBC missed
+    assert maps.loc["VGG16-SSD300", "mAP50 (overlap-free)"] == 1.0
     wbc = tables["table2"].set_index(["model", "class"]).loc[("VGG16-SSD300", "WBC")]
-    assert wbc["recall (official, 3 images)"] == 0.5 and wbc["recall (overlap-free, 2 images)"] == 1.0
+    assert wbc["recall (official)"] == 0.5 and wbc["recall (overlap-free)"] == 1.0
     assert ("HSV baseline", "WBC") in tables["counts"].set_index(["model", "class"]).index
+    assert maps.loc["VGG16-SSD300", "images (official)"] == 3 and maps.loc["VGG16-SSD300", "images (overlap-free)"] == 2
     values = evaluation.headline(
-        tables["map"].rename(columns={"mAP50 (official, 3 images)": "mAP50"}),
+        tables["map"].rename(columns={"mAP50 (official)": "mAP50"}),
         pd.DataFrame([{"model": "VGG16-SSD300", "class": "Platelets", "AP50": 0.0}]),
         pd.DataFrame([{"model": "VGG16-SSD300", "class": c, "exact": 1.0, "mape": 0.0} for c in ("WBC", "RBC")]),
         1.0,
@@ -163,6 +164,15 @@ def test_overlap_free_tables_put_both_sets_side_by_side():
         tables["map"],
     )
     assert values["best_mAP50_overlap_free"] == 1.0
+    described = model_descriptions(load_params("01_detection", "cpu"))
+    official = tables["map"].rename(columns={"mAP50 (official)": "mAP50", "ci_low (official)": "ci_low"})
+    official = official.rename(columns={"ci_high (official)": "ci_high"}).assign(paper_mAP=0.84)
+    table = pd.DataFrame([{"model": "VGG16-SSD300", "class": "WBC", "precision": 0.9}])
+    rows = evaluation.summary_rows(
+        values, official, table, 0.3, "n", 0.5, descriptions=described, overlap_maps=tables["map"]
+    )
+    free = {r["metric"]: r for r in rows}["VGG16-SSD300 mAP@0.5, test images overlapping no train/val image"]
+    assert free["ours"] == 1.0 and free["paper"] == 0.84 and "2 of 3 test images" in free["note"]
 
 
 def test_epoch_table_marks_the_epoch_kept():

@@ -218,7 +218,7 @@ def headline(
     c = counts.set_index(["model", "class"])
     extra = {}
     if overlap_maps is not None:
-        free = [col for col in overlap_maps.columns if col.startswith("mAP50 (overlap-free")][0]
+        free = f"mAP50 ({OVERLAP_FREE})"
         extra["best_mAP50_overlap_free"] = float(overlap_maps.set_index("model").loc[best, free])
     return {
         **extra,
@@ -284,8 +284,7 @@ def summary_rows(
                 )
             )
     if overlap_maps is not None:
-        free = [c for c in overlap_maps.columns if c.startswith("mAP50 (overlap-free")][0]
-        label = free[len("mAP50 (") : -1]
+        label = OVERLAP_FREE
         for _, row in overlap_maps.iterrows():
             if row["model"] in papers:
                 low, high = row[f"ci_low ({label})"], row[f"ci_high ({label})"]
@@ -295,8 +294,9 @@ def summary_rows(
                         {
                             "metric": f"{row['model']} mAP@0.5, test images overlapping no train/val image",
                             "paper": _none_if_nan(papers[row["model"]].get("mAP")),
-                            "ours": float(row[free]),
-                            "note": f"{note}; {label}; 95% CI {low:.3f}-{high:.3f}",
+                            "ours": float(row[f"mAP50 ({label})"]),
+                            "note": f"{note}; {int(row[f'images ({label})'])} of {int(row[f'images ({OFFICIAL})'])} "
+                            f"test images; 95% CI {low:.3f}-{high:.3f}",
                         },
                     )
                 )
@@ -676,6 +676,11 @@ def side_by_side(frames: dict[str, pd.DataFrame], on: Sequence[str], columns: Se
     return out[list(on) + [f"{c} ({label})" for c in columns for label in frames]]
 
 
+#: The two image sets of :func:`overlap_free_tables`.
+OFFICIAL = "official"
+OVERLAP_FREE = "overlap-free"
+
+
 def overlap_free_tables(
     preds: Predictions,
     annotations: Sequence[Annotation],
@@ -688,24 +693,25 @@ def overlap_free_tables(
     at the counting ``thresholds`` and the notebook parameters' (``p``) score threshold, bootstrap
     samples and seed.
 
-    Returns ``{"table2", "map", "counts"}``; every column ``<metric> (<set>)``.
+    Returns ``{"table2", "map", "counts"}``; every column ``<metric> (<set>)``, the sets :data:`OFFICIAL`
+    and :data:`OVERLAP_FREE` (``images (<set>)`` in ``map`` counts their images).
     """
     score_threshold, samples, seed = p.score_threshold, p.bootstrap_samples, p.seed
     sets = {
-        f"official, {len(annotations)} images": (preds, list(annotations)),
-        f"overlap-free, {len(keep)} images": (subset(preds, keep), [annotations[i] for i in keep]),
+        OFFICIAL: (preds, list(annotations)),
+        OVERLAP_FREE: (subset(preds, keep), [annotations[i] for i in keep]),
     }
     models = {name: p for name, p in preds.items() if name != BASELINE}
     t2, maps, counts = {}, {}, {}
     for label, (p, a) in sets.items():
         t2[label] = table2(p, a, score_threshold=score_threshold, classes_of=BASELINE_CLASSES)
-        maps[label] = map_table({n: p[n] for n in models}, a, samples=samples, seed=seed)
+        maps[label] = map_table({n: p[n] for n in models}, a, samples=samples, seed=seed).assign(images=len(a))
         counts[label] = count_table(
             count_frames(p, a, thresholds), samples=samples, seed=seed, classes_of=BASELINE_CLASSES
         )
     return {
         "table2": side_by_side(t2, ["model", "class"], ["AP50", "precision", "recall"]),
-        "map": side_by_side(maps, ["model"], ["mAP50", "ci_low", "ci_high"]),
+        "map": side_by_side(maps, ["model"], ["images", "mAP50", "ci_low", "ci_high"]),
         "counts": side_by_side(counts, ["model", "class"], ["exact", "mae", "mape"]),
     }
 
