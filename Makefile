@@ -3,6 +3,8 @@
 #   make test      same environment, run the test suite
 #   make check-reports   open reports/$(PROFILE)/index.html and every report in headless Chromium (console errors,
 #                 images, links, tables) and save screenshots in reports/$(PROFILE)/screenshots/
+#   make check-claims   after make reports: every number of README.md's results tables against the
+#                  rendered reports/<profile>/*/metrics.json (bloodlib.report.claims); fails on any mismatch
 # Options: PROFILE=quick|cpu|paper, JOBS=N, PYTHON=python3.11, BLOODLIB_DATA=/path/to/local/data
 #   MODELS=FILE   make reports first imports this model bundle (`bloodlib models export FILE --profile cpu` makes one),
 #                 so that no model is trained: make reports MODELS=bloodlib-models-cpu.tar.gz
@@ -17,7 +19,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.bloodlib-installed
 
-.PHONY: reports test lint env data clean-reports lab bench check-reports
+.PHONY: reports test lint env data clean-reports lab bench check-reports check-claims
 
 reports: data
 	$(if $(MODELS),$(PY) -m bloodlib models import "$(MODELS)")
@@ -28,6 +30,9 @@ check-reports: env
 
 test: env
 	$(PY) -m pytest $(PYTEST_ARGS)
+
+check-claims: env
+	$(PY) -m bloodlib.report.claims README.md
 
 lint: env
 	$(VENV)/bin/ruff check .

@@ -165,6 +165,12 @@ def test_near_duplicates_share_a_group():
     assert len(set(groups[2:5])) == 1 and groups[5] == 5  # 165~193~166 chain into one group
 
 
+def test_uncertain_sources_join_conservative_groups():
+    sources = np.array([233, 254, 107, 108])
+    assert data.near_duplicate_groups(sources).tolist() == [233, 233, 107, 107]
+    assert data.near_duplicate_groups(sources, uncertain=False).tolist() == [233, 254, 107, 107]
+
+
 def test_grouped_split_on_synthetic_groups():
     frame = pd.DataFrame(
         {

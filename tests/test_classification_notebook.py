@@ -17,7 +17,14 @@ def test_notebook_renders_under_quick(tmp_path, monkeypatch):
     out, metrics = render_quick(NAME, tmp_path)
     folder = out / NAME
     table = pd.read_csv(folder / "tables" / "table3.csv")
-    assert len(table) == 8 * 3 and set(table["set"]) == {"TEST", "TEST_SIMPLE", "BCCD"}
+    assert len(table) == 8 * 4 and set(table["set"]) == {"TEST", "TEST_UNSEEN", "TEST_SIMPLE", "BCCD"}
+    unseen = table[table["set"] == "TEST_UNSEEN"]["groups"].iloc[0]
+    assert unseen == table[table["set"] == "TEST"]["groups"].iloc[0] - 2  # the groups of 204~277 and 230~257
+    tta = pd.read_csv(folder / "tables" / "tta_selection.csv")
+    assert len(tta) == 8 and tta["val_bacc_tta_on"].between(0, 1).all() and (tta["params"] == "on").all()
+    regrouping = pd.read_csv(folder / "tables" / "regrouping.csv").set_index("quantity")
+    assert regrouping.loc["source groups in TRAIN", "changed"] < 0  # (233, 254) joined
+    assert all(row["differs"] for row in metrics["summary"])
     assert table["accuracy"].between(0, 1).all()
     assert (table["accuracy_lo"] <= table["accuracy"] + 1e-9).all() and (
         table["accuracy"] <= table["accuracy_hi"] + 1e-9

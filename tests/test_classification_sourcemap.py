@@ -150,3 +150,18 @@ def test_without_bccd_the_error_says_what_to_do(tmp_path, monkeypatch):
     assert not (tmp_path / "cache" / "derived" / "blood-cells").exists() or not any(
         (tmp_path / "cache" / "derived" / "blood-cells").iterdir()
     )
+
+
+def test_candidate_sources_are_those_the_confidence_rule_cannot_rule_out():
+    assert sourcemap.candidate_sources({5: 10, 7: 6, 9: 4, 11: 2}, 5) == {5, 7}
+    assert sourcemap.candidate_sources({5: 4, 7: 3, 9: 1}, 5) == {5, 7}  # 1 vote is no match
+    assert sourcemap.candidate_sources({}, 5) == {5}
+    assert sourcemap.candidate_sources({8: 6}, 5) == {5, 8}  # the mapped source stays a candidate
+
+
+@pytest.mark.slow
+def test_uncertain_source_pairs_match_the_listed_ones():
+    blood_cells, bccd = _real_dirs()
+    shared = pd.read_csv(blood_cells / data.SOURCE_MAP)
+    pairs = sourcemap.uncertain_source_pairs(blood_cells, bccd, shared, progress=False)
+    assert pairs == list(data.UNCERTAIN_SOURCE_PAIRS)

@@ -12,9 +12,17 @@ import torch
 from bloodlib.classification import summaries
 from bloodlib.classification.canvases import CanvasSet
 from bloodlib.classification.data import CLASSES
-from bloodlib.classification.evaluation import paper_accuracy, selected_model, table3_sets
+from bloodlib.classification.evaluation import (
+    TEST_UNSEEN,
+    paper_accuracy,
+    selected_model,
+    table3_sets,
+    without_train_groups,
+)
+from bloodlib.classification.models import MODEL_NAMES
 from bloodlib.classification.transforms import AugmentConfig
 from bloodlib.paper import paper_results
+from bloodlib.params import load_params
 from bloodlib.training import TrainedModel
 
 
@@ -143,7 +151,10 @@ def test_selection_and_summary_read_the_paper_numbers():
     assert "**arch2**" in text and "**0.600** [0.550, 0.650]" in text
     assert f"paper's best: {max(paper_accuracy().values()):.2f}" in text
     training = summaries.training_summary(models)
-    rows = summaries.summary_rows(table, training, best, profile="cpu", pretrained=False, num_threads=2)
+    described = summaries.model_descriptions(load_params("02_wbc_subtypes", "cpu"))
+    rows = summaries.summary_rows(
+        table, training, best, profile="cpu", pretrained=False, num_threads=2, descriptions=described
+    )
     assert [r["metric"] for r in rows[:4]] == [
         "arch2 accuracy (TEST) [selected on validation]",
         "arch2 accuracy (TEST_SIMPLE) [selected on validation]",
@@ -151,9 +162,43 @@ def test_selection_and_summary_read_the_paper_numbers():
         "densenet121 accuracy (TEST)",
     ]
     assert rows[0]["paper"] == paper["custom_arch2"]["accuracy"] and rows[1]["paper"] is None
-    assert rows[0]["note"] == "cpu; from scratch; 71 source groups; paper: random split of augmented copies"
-    assert rows[-1] == {"metric": "training minutes, all models", "paper": None, "ours": 6.0, "note": "cpu; 2 threads"}
+    assert rows[0]["note"] == (
+        "cpu; from scratch; 71 source groups; 95% CI 0.550-0.650; paper: random split of augmented copies"
+    )
+    assert rows[0]["model"].startswith("arch2: this project's reconstruction") and rows[0]["differs"]
+    assert rows[-1]["metric"] == "training minutes, all models" and rows[-1]["ours"] == 6.0 and rows[-1]["differs"]
     assert "**6.0 minutes**" in summaries.training_text(training, profile="cpu", num_threads=2, input_size=(64, 64))
+    unseen = pd.concat([table, table[table["set"] == "TEST"].assign(set=TEST_UNSEEN, groups=69)])
+    rows = summaries.summary_rows(
+        unseen, training, best, profile="cpu", pretrained=False, num_threads=2, descriptions=described
+    )
+    assert rows[3]["metric"] == "arch2 accuracy (TEST_UNSEEN) [selected on validation]" and rows[3]["paper"] == 0.76
+    assert "without the source groups it shares with TRAIN 0.600" in summaries.selection_text(unseen, best)
+
+
+def test_model_descriptions_say_what_each_model_is():
+    described = summaries.model_descriptions(load_params("02_wbc_subtypes", "cpu"))
+    assert set(described) == set(MODEL_NAMES)
+    assert "vgg16_bn" in described["vgg16"]["ours"] and "global average pooling" in described["vgg16"]["ours"]
+    assert "BatchNorm" in described["vgg16"]["differs"] and "no ImageNet weights" in described["vgg16"]["differs"]
+    assert "reconstruction" in described["arch1"]["ours"] and "reconstruction" in described["arch2"]["differs"]
+    assert "5 epochs (paper: 10)" in described["densenet121"]["differs"]
+    assert "64x64" in described["arch2"]["differs"]
+    paper = summaries.model_descriptions(load_params("02_wbc_subtypes", "paper"))
+    assert (
+        paper["densenet121"]["ours"].endswith("ImageNet-pretrained")
+        and "ImageNet" not in paper["densenet121"]["differs"]
+    )
+    assert summaries.models_table(described).columns.tolist() == ["model", "ours", "paper", "differs"]
+
+
+def test_without_train_groups_adds_test_minus_the_shared_groups():
+    preds = pd.DataFrame(
+        {"model": "m", "set": ["TEST", "TEST", "TEST", "BCCD"], "group": [1, 2, 3, 2], "y_true": 0, "y_pred": 0}
+    )
+    out = without_train_groups(preds, {2, 9})
+    unseen = out[out["set"] == TEST_UNSEEN]
+    assert unseen["group"].tolist() == [1, 3] and len(out) == 6
 
 
 def test_report_metrics_and_table3_sets():
@@ -163,7 +208,8 @@ def test_report_metrics_and_table3_sets():
         table3_sets(data.sets, ("nope",))
     frame = pd.DataFrame([{"x": 1.0}])
     metrics = summaries.report_metrics(
-        "arch2", table=frame, training=frame, costs=frame, localizer=frame, sets=data.sets
+        "arch2", table=frame, training=frame, costs=frame, localizer=frame, sets=data.sets, evidence={"t": frame}
     )
     assert metrics["selected_model"] == "arch2" and metrics["localizer"] == {"x": 1.0}
+    assert metrics["evidence"] == {"t": [{"x": 1.0}]}
     assert [row["set"] for row in metrics["sets"]] == list(data.sets)

@@ -201,6 +201,8 @@ def test_report_tables_and_figures_on_hand_made_images(tmp_path):
     from PIL import Image
 
     from bloodlib.detection import evaluation, plots
+    from bloodlib.detection.paper import model_descriptions
+    from bloodlib.params import load_params
     from bloodlib.report.targets import load_targets, targets_table
 
     images = []
@@ -223,7 +225,10 @@ def test_report_tables_and_figures_on_hand_made_images(tmp_path):
     values = evaluation.headline(maps, table, counts, 3.0, ["VGG16-SSD300"])
     targets = targets_table(values, load_targets("01_detection", "cpu"))
     assert targets["met"].all() and len(targets) == 5
-    rows = {r["metric"]: r for r in evaluation.summary_rows(values, maps, table, 1.0, "split x", 0.5)}
+    described = model_descriptions(load_params("01_detection", "cpu"))
+    rows = evaluation.summary_rows(values, maps, table, 1.0, "split x", 0.5, descriptions=described)
+    assert all(r["differs"] and r["model"] and r["paper_model"] for r in rows)
+    rows = {r["metric"]: r for r in rows}
     assert rows["VGG16-SSD300 mAP@0.5"]["paper"] == 0.84 and rows["VGG16-SSD300 mAP@0.5"]["ours"] == 1.0
     assert "score >= 0.5" in rows["VGG16-SSD300 WBC precision"]["note"]
     misses = evaluation.wbc_misses(empty, images, threshold=0.5)

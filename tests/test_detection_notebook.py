@@ -18,16 +18,25 @@ def test_notebook_renders_under_quick(tmp_path, monkeypatch):
     folder = out / "01_detection"
     for figure in ("loss_curves", "pr_curves", "count_scatter", "figure5"):
         assert (folder / "figures" / f"{figure}.png").stat().st_size > 1000, figure
-    for table in ("split", "training", "table2", "map", "counts", "inference_time", "targets"):
+    tables = ("split", "training", "table2", "map", "counts", "inference_time", "targets", "test_overlaps", "models")
+    tables += ("hsv_grid", "tta_selection", "validation_by_epoch", "overlap_free_table2", "overlap_free_map")
+    for table in tables + ("overlap_free_counts",):
         assert (folder / "tables" / f"{table}.csv").is_file(), table
     summary = {row["metric"]: row for row in metrics["summary"]}
     assert summary["VGG16-SSD300 mAP@0.5"]["paper"] == 0.84
     assert summary["AlexNet-SSD300 mAP@0.5"]["paper"] == 0.36
     assert 0.0 <= summary["VGG16-SSD300 mAP@0.5"]["ours"] <= 1.0
     assert "official split" in summary["VGG16-SSD300 mAP@0.5"]["note"]
+    assert all(row["differs"] for row in metrics["summary"])  # every row says how it differs from the paper
+    assert summary["VGG16-SSD300 mAP@0.5"]["model"].startswith("SSD300, VGG16-BN backbone at width 0.125")
+    assert "VGG16-SSD300 mAP@0.5, test images overlapping no train/val image" in summary
+    evidence = metrics["metrics"]["evidence"]
+    selection = evidence["tta_selection"]
+    assert {row["views"] for row in selection} == {1, 2, 4} and sum(row["params"] for row in selection) == 2
+    assert sum(row["params"] for row in evidence["hsv_grid"]) == 1
     assert metrics["metrics"]["split"] == "official" and metrics["metrics"]["profile"] == "quick"
-    names = {row["model"] for row in metrics["metrics"]["inference_time"]}
-    assert "torchvision ssd300_vgg16 (reference)" in names
+    kinds = {row["kind"] for row in metrics["metrics"]["inference_time"]}
+    assert {"reference", "ours", "fused", "views", "hsv"} <= kinds
     assert all(row["median_s"] > 0 for row in metrics["metrics"]["inference_time"])
     hsv = metrics["metrics"]["hsv_wbc_accuracy"]
     assert 0.0 <= hsv <= 1.0 and not math.isnan(hsv)

@@ -8,12 +8,15 @@ from types import SimpleNamespace
 
 import numpy as np
 import pandas as pd
+import pytest
 import torch
 
 from bloodlib.detection import evaluation
 from bloodlib.detection.data import Annotation
+from bloodlib.detection.paper import model_descriptions
 from bloodlib.modelcache import ModelRun
 from bloodlib.paper import paper_results
+from bloodlib.params import load_params
 from bloodlib.training import TrainedModel
 
 
@@ -75,8 +78,13 @@ def test_summary_rows_read_the_paper_numbers():
     table = pd.DataFrame([{"model": "VGG16-SSD300", "class": "WBC", "precision": 0.9}])
     values = {"best_model": "VGG16-SSD300", "best_platelets_AP50": 0.1, "best_wbc_exact": 0.2, "best_rbc_mape": 30.0}
     note = evaluation.summary_note("official", "quick")
-    rows = {r["metric"]: r for r in evaluation.summary_rows(values, maps, table, 0.3, note, 0.5)}
+    described = model_descriptions(load_params("01_detection", "cpu"))
+    rows = {
+        r["metric"]: r for r in evaluation.summary_rows(values, maps, table, 0.3, note, 0.5, descriptions=described)
+    }
     paper = paper_results("task1_detection")
+    assert rows["VGG16-SSD300 mAP@0.5"]["model"] == "SSD300, VGG16-BN backbone at width 0.25, from scratch, 20 epochs"
+    assert rows["VGG16-SSD300 mAP@0.5"]["paper_model"].startswith("SSD300-VGG16, ImageNet-pretrained")
     assert rows["VGG16-SSD300 WBC precision"]["paper"] == paper["vgg16_ssd300"]["precision"]["WBC"]
     assert rows["HSV baseline WBC accuracy (share found, IoU 0.5)"]["paper"] == paper["hsv_segmentation_wbc_accuracy"]
     assert rows["VGG16-SSD300 mAP@0.5"]["note"] == "BCCD official split, test images; profile quick; 95% CI 0.400-0.600"
@@ -106,6 +114,89 @@ def test_report_metrics_hold_every_table_as_records():
         thresholds={"VGG16-SSD300": {"WBC": 0.5}},
         timing=frame,
         detectors={"vgg16": detector},
+        evidence={"tta_selection": frame},
     )
     assert metrics["table2"] == [{"x": 1}] and metrics["headline"]["best_model"] == "VGG16-SSD300"
+    assert metrics["evidence"] == {"tta_selection": [{"x": 1}]}
     assert metrics["training"][0]["parameters"] == 3 and metrics["training"][0]["val_mAP50"] == 0.4
+
+
+def test_model_descriptions_name_every_difference_from_the_paper():
+    cpu = model_descriptions(load_params("01_detection", "cpu"))
+    assert set(cpu) == {"VGG16-SSD300", "AlexNet-SSD300", "HSV baseline"}
+    vgg = cpu["VGG16-SSD300"]
+    for words in ("width 0.25", "BatchNorm", "no ImageNet weights", "20 epochs (paper: 150)", "official"):
+        assert words in vgg["differs"], words
+    paper = model_descriptions(load_params("01_detection", "paper"))["VGG16-SSD300"]
+    assert paper["ours"] == "SSD300, VGG16 backbone at width 1, ImageNet-pretrained, 150 epochs"
+    assert "width" not in paper["differs"] and "ImageNet" not in paper["differs"].split(";")[0]
+    table = evaluation.models_table(cpu)
+    assert table.columns.tolist() == ["model", "ours", "paper", "differs"] and len(table) == 3
+
+
+def test_side_by_side_and_subset():
+    a = pd.DataFrame([{"model": "m", "class": "WBC", "AP50": 0.5}, {"model": "m", "class": "RBC", "AP50": 0.4}])
+    b = pd.DataFrame([{"model": "m", "class": "WBC", "AP50": 0.6}])
+    joined = evaluation.side_by_side({"all": a, "some": b}, ["model", "class"], ["AP50"])
+    assert joined.columns.tolist() == ["model", "class", "AP50 (all)", "AP50 (some)"]
+    assert joined["AP50 (some)"].isna().tolist() == [False, True]
+    assert evaluation.subset({"m": ["x", "y", "z"]}, [2, 0]) == {"m": ["z", "x"]}
+
+
+def test_overlap_free_tables_put_both_sets_side_by_side():
+    preds = {"VGG16-SSD300": [pred(WBC, [2], [0.9]), pred([], []), pred([], [])], "HSV baseline": [pred([], [])] * 3}
+    thresholds = {m: {"RBC": 0.5, "WBC": 0.5, "Platelets": 0.5} for m in preds}
+    p = SimpleNamespace(score_threshold=0.5, bootstrap_samples=5, seed=0)
+    tables = evaluation.overlap_free_tables(preds, IMAGES, [0, 1], thresholds, p)
+    maps = tables["map"].set_index("model")
+    assert maps.loc["VGG16-SSD300", "mAP50 (official)"] == pytest.approx(51 / 101)  # c's WBC missed
+    assert maps.loc["VGG16-SSD300", "mAP50 (overlap-free)"] == 1.0
+    wbc = tables["table2"].set_index(["model", "class"]).loc[("VGG16-SSD300", "WBC")]
+    assert wbc["recall (official)"] == 0.5 and wbc["recall (overlap-free)"] == 1.0
+    assert ("HSV baseline", "WBC") in tables["counts"].set_index(["model", "class"]).index
+    assert maps.loc["VGG16-SSD300", "images (official)"] == 3 and maps.loc["VGG16-SSD300", "images (overlap-free)"] == 2
+    values = evaluation.headline(
+        tables["map"].rename(columns={"mAP50 (official)": "mAP50"}),
+        pd.DataFrame([{"model": "VGG16-SSD300", "class": "Platelets", "AP50": 0.0}]),
+        pd.DataFrame([{"model": "VGG16-SSD300", "class": c, "exact": 1.0, "mape": 0.0} for c in ("WBC", "RBC")]),
+        1.0,
+        ["VGG16-SSD300"],
+        tables["map"],
+    )
+    assert values["best_mAP50_overlap_free"] == 1.0
+    described = model_descriptions(load_params("01_detection", "cpu"))
+    official = tables["map"].rename(columns={"mAP50 (official)": "mAP50", "ci_low (official)": "ci_low"})
+    official = official.rename(columns={"ci_high (official)": "ci_high"}).assign(paper_mAP=0.84)
+    table = pd.DataFrame([{"model": "VGG16-SSD300", "class": "WBC", "precision": 0.9}])
+    rows = evaluation.summary_rows(
+        values, official, table, 0.3, "n", 0.5, descriptions=described, overlap_maps=tables["map"]
+    )
+    free = {r["metric"]: r for r in rows}["VGG16-SSD300 mAP@0.5, test images overlapping no train/val image"]
+    assert free["ours"] == 1.0 and free["paper"] == 0.84 and "2 of 3 test images" in free["note"]
+
+
+def test_epoch_table_marks_the_epoch_kept():
+    run = ModelRun("detection/ssd_vgg16", {}, {})
+    history = [{"epoch": 1, "val_mAP": 0.2}, {"epoch": 2}, {"epoch": 3, "val_mAP": 0.5}]
+    detector = TrainedModel("VGG16-SSD300", torch.nn.Linear(2, 1), history, 3, 60.0, True, run)
+    table = evaluation.epoch_table({"vgg16": detector})
+    assert table["epoch"].tolist() == [1, 3] and table["kept"].tolist() == [False, True]
+
+
+def test_hsv_grid_scores_every_point_and_marks_the_parameters(tmp_path):
+    import cv2
+
+    from bloodlib.detection.baseline import HSVThresholds
+
+    image = np.full((480, 640, 3), 230, np.uint8)
+    cv2.circle(image, (130, 135), 25, (90, 40, 160), -1)  # a purple nucleus, area ~1,960 px (RGB)
+    cv2.circle(image, (400, 300), 10, (90, 40, 160), -1)  # a purple speck, area ~310 px, no WBC
+    path = tmp_path / "a.jpg"
+    cv2.imwrite(str(path), cv2.cvtColor(image, cv2.COLOR_RGB2BGR))
+    a = Annotation("a", path, 640, 480, np.array([[95, 100, 165, 170]], np.float32), np.array([2], np.int64))
+    hsv = HSVThresholds(120, 150, 90, 0, 255, 3, 5, 100, 1.4)
+    grid = evaluation.hsv_grid([a], hsv, {"min_area": (100, 1000)})
+    assert grid["min_area"].tolist() == [100, 1000] and grid["params"].tolist() == [True, False]
+    assert grid["boxes"].tolist() == [2, 1] and grid["found"].tolist() == [1, 1]
+    assert grid["best"].tolist() == [False, True]
+    assert "grid's best is min_area 1000" in evaluation.hsv_grid_text(grid)

@@ -157,23 +157,33 @@ def test_metrics_dict_is_json_and_complete(results):
     assert h["ci_low"] <= h["mean"] <= h["ci_high"]
     assert m["data"]["faithful_table1"]["n_test"] == faithful.n_test == 30
     assert m["data"]["honest_osr_table1"]["n"] == 120
+    selected = m["honest_selected"]["osr_table1"]
+    assert sum(selected["chosen"].values()) == 3 and selected["auc"]["mean"] is not None
 
 
 def test_summary_rows_use_given_paper_values(results):
     faithful, honest = results
     rows = summary_rows(faithful, honest, paper=PAPER)
     json.dumps(rows, allow_nan=False)
-    assert all(set(r) == {"metric", "paper", "ours", "note"} for r in rows)
+    assert all(set(r) == {"metric", "paper", "ours", "note", "model", "paper_model", "differs"} for r in rows)
+    assert all(r["differs"] for r in rows)
     by_metric = {r["metric"]: r for r in rows}
     gp = next(r for k, r in by_metric.items() if "faithful" in k and "Gaussian" in k and "accuracy" in k)
     assert gp["paper"] == 0.89
     assert gp["ours"] == pytest.approx(faithful.summary.set_index("classifier").loc["gaussian_process", "accuracy"])
+    assert "on the test set" in gp["paper_model"] and "training part" in gp["differs"]
     knn = next(r for k, r in by_metric.items() if "faithful" in k and "Nearest" in k)
     assert knn["paper"] == 0.88  # read from the argument, not hard-coded
-    best = next(r for k, r in by_metric.items() if "best nested-CV AUC (osr_table1)" in k)
-    assert best["paper"] is None
-    assert best["ours"] == pytest.approx(honest["osr_table1"].summary["auc_mean"].max())
-    assert "CI" in best["note"]
+    assert "k = 10" in knn["differs"] and "n_neighbors" in knn["note"] or "defaults" in knn["note"]
+    optimistic = next(r for k, r in by_metric.items() if "best of the" in k and "(osr_table1)" in k)
+    assert "optimistic" in optimistic["metric"] and optimistic["paper"] is None
+    assert optimistic["ours"] == pytest.approx(honest["osr_table1"].summary["auc_mean"].max())
+    selected = by_metric[
+        "Task 3 honest: nested-CV AUC, classifier chosen in each outer fold by the inner CV (osr_table1)"
+    ]
+    assert selected["ours"] <= optimistic["ours"] + 1e-12 and "CI" in selected["note"] and "chosen:" in selected["note"]
+    best_faithful = next(r for k, r in by_metric.items() if k.startswith("Task 3 faithful: best test accuracy"))
+    assert "optimistic" in best_faithful["metric"]
 
 
 def test_compare_with_paper_and_load(results, tmp_path):

@@ -9,6 +9,7 @@ from sklearn.datasets import make_classification
 
 from bloodlib.diagnosis import DISPLAY_NAMES, feature_columns, run_faithful, run_honest, summary_rows
 from bloodlib.diagnosis.results import (
+    SELECTED_NAME,
     best_oof,
     cohort_overview,
     compare_with_paper,
@@ -95,7 +96,7 @@ def test_table4_and_paper_comparison_layout(results):
 def test_honest_table_text_and_best_out_of_fold(results):
     _, honest = results
     table = honest_table(honest)
-    assert list(table.index) == [DISPLAY_NAMES[n] for n in NAMES] and table.shape[1] == 12
+    assert list(table.index) == [DISPLAY_NAMES[n] for n in NAMES] + [SELECTED_NAME] and table.shape[1] == 12
     assert table.columns[0] == "auc_mean" and table.columns[-1] == "specificity_ci_high"
     expected = f"**osr_table1** — n=80 ({honest.n_positive} positive), 1×3 outer folds, 2 inner folds, grid `none`"
     assert honest_text("osr_table1", honest) == expected

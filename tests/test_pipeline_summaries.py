@@ -63,6 +63,9 @@ def test_chain_accuracy_table_splits_unseen_sources():
     assert table["WBCs"].tolist() == ["all labelled", "source never seen in training"]
     assert table["n"].tolist() == [4, 2] and table["accuracy"].tolist() == [0.5, 0.5]
     assert table["missed"].tolist() == [0.25, 0.0]
+    # exact (Clopper-Pearson) 95% intervals of 2/4 and 1/2
+    assert table["ci_low"].tolist() == pytest.approx([0.0676, 0.0126], abs=1e-4)
+    assert table["ci_high"].tolist() == pytest.approx([0.9324, 0.9874], abs=1e-4)
 
 
 def test_covid_aucs_pick_the_classifier_on_each_feature_set():
@@ -101,6 +104,8 @@ def test_summary_rows_and_metrics():
     assert rows[1]["metric"] == "RBC count MAPE % per image / per pseudo-sample" and rows[1]["ours"] == 10.0
     assert rows[1]["note"].endswith("per pseudo-sample 15.0%")
     assert rows[-1]["ours"] == pytest.approx(0.6) and "table1 features, same splits: 0.700" in rows[-1]["note"]
+    assert "95% CI 0.068-0.932 (exact binomial)" in rows[-3]["note"]
+    assert "95% CI 0.013-0.987 (exact binomial)" in rows[-2]["note"]
     frame = pd.DataFrame([{"x": 1}])
     models = SimpleNamespace(info={"detector": {}}, thresholds={"RBC": 0.5})
     metrics = evaluation.report_metrics(

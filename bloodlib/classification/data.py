@@ -3,7 +3,8 @@
 TRAIN's ~10k images are augmented copies of only 277 BCCD originals, TEST's 2,487 of 71
 (see ``blood-cells/SOURCE.md``). A validation split by *image* would put copies of the same
 source cell on both sides and measure memorisation; :func:`grouped_split` splits by source
-image instead, with overlapping views of one smear (:data:`NEAR_DUPLICATE_PAIRS`) kept
+image instead, with overlapping views of one smear (:data:`NEAR_DUPLICATE_PAIRS`) and the
+candidate sources of copies whose source is uncertain (:data:`UNCERTAIN_SOURCE_PAIRS`) kept
 together. The source of every image comes from ``dataset2-master_source_map.csv``, a derived
 file (SIFT matching against the BCCD originals, :mod:`.sourcemap`) that is not part of the
 upstream data set: the project's shared data folder has it next to ``dataset2-master/``;
@@ -26,12 +27,15 @@ from bloodlib.paths import cache_dir
 
 SOURCE_MAP = "dataset2-master_source_map.csv"
 
-#: Pairs of BCCD image numbers showing overlapping fields of one smear: >= 12 RANSAC inliers
-#: of a similarity transform with unit scale (+-2%) between SIFT keypoints of the 320x240
-#: copies (sensor dust gives many more matches, but with degenerate transforms). Includes
-#: the four pairs named in ``BCCD/SOURCE.md`` (00227/00260, 00382/00395, 00204/00277, 00230/00257).
+#: Pairs of BCCD image numbers showing overlapping fields of one smear: every pair that
+#: :func:`bloodlib.detection.overlap.bccd_overlaps` finds among the BCCD originals (>= 10 RANSAC
+#: inliers of a similarity transform with unit scale, +-2%, between SIFT keypoints at 320x240; a
+#: test recomputes it). Includes the four pairs named in ``BCCD/SOURCE.md`` (00227/00260,
+#: 00382/00395, 00204/00277, 00230/00257); (107, 108) and (228, 259) were added with that detector
+#: (an earlier list, matched on dataset2's copies, missed them).
 NEAR_DUPLICATE_PAIRS = (
     (37, 38),
+    (107, 108),
     (165, 193),
     (166, 193),
     (204, 277),
@@ -40,6 +44,7 @@ NEAR_DUPLICATE_PAIRS = (
     (223, 263),
     (226, 261),
     (227, 260),
+    (228, 259),
     (229, 258),
     (230, 257),
     (231, 256),
@@ -54,6 +59,19 @@ NEAR_DUPLICATE_PAIRS = (
     (382, 395),
     (384, 393),
     (386, 391),
+)
+
+#: Pairs of source images that a dataset2 copy *not* marked ``confident`` in the source map may
+#: come from (:func:`.sourcemap.uncertain_source_pairs` on the shared map; a test recomputes it).
+#: Conservative groups join them, so an uncertain copy never sits on the other side of a split
+#: from the original it may really show. Only (233, 254) is not also a near-duplicate pair.
+UNCERTAIN_SOURCE_PAIRS = (
+    (204, 277),
+    (227, 260),
+    (229, 258),
+    (230, 257),
+    (233, 254),
+    (382, 395),
 )
 
 
@@ -151,8 +169,9 @@ def load_source_map(blood_cells_dir: Path, *, progress: bool = True) -> pd.DataF
     return frame
 
 
-def near_duplicate_groups(sources: np.ndarray) -> np.ndarray:
-    """Group id per source image: the smallest image number among its near-duplicates."""
+def near_duplicate_groups(sources: np.ndarray, *, uncertain: bool = True) -> np.ndarray:
+    """Group id per source image: the smallest image number joined to it by :data:`NEAR_DUPLICATE_PAIRS`
+    and, with ``uncertain`` (the conservative groups every split uses), :data:`UNCERTAIN_SOURCE_PAIRS`."""
     parent: dict[int, int] = {}
 
     def find(x: int) -> int:
@@ -160,7 +179,7 @@ def near_duplicate_groups(sources: np.ndarray) -> np.ndarray:
             x = parent[x]
         return x
 
-    for a, b in NEAR_DUPLICATE_PAIRS:
+    for a, b in NEAR_DUPLICATE_PAIRS + (UNCERTAIN_SOURCE_PAIRS if uncertain else ()):
         ra, rb = find(a), find(b)
         if ra != rb:
             parent[max(ra, rb)] = min(ra, rb)

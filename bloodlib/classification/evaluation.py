@@ -10,7 +10,7 @@ import torch
 from bloodlib.classification.canvases import CanvasSet
 from bloodlib.classification.data import CLASSES
 from bloodlib.classification.engine import predict_logits
-from bloodlib.classification.metrics import METRICS, confusion, metrics_table
+from bloodlib.classification.metrics import METRICS, confusion, metrics_table, scores
 from bloodlib.classification.train import EVAL_SETS
 from bloodlib.paper import paper_results
 
@@ -111,3 +111,38 @@ def selected_model(trained: dict) -> str:
     """The trained model (``bloodlib.training.TrainedModel``) with the highest validation balanced
     accuracy at its selected epoch (never TEST)."""
     return max(trained, key=lambda name: trained[name].best_row["val_bacc"])
+
+
+def tta_selection(
+    models: dict[str, torch.nn.Module], val: CanvasSet, input_size: tuple[int, int], *, batch_size: int, tta: bool
+) -> pd.DataFrame:
+    """Validation balanced accuracy and accuracy of every model with test-time augmentation off and on
+    (:func:`predictions` of the validation set ``val``), the gain, and ``params``: the setting the
+    parameters fix (``tta``). The evidence for that setting, computed in the same run."""
+    rows = []
+    off = predictions(models, {"val": val}, input_size, batch_size=batch_size, tta=False)
+    on = predictions(models, {"val": val}, input_size, batch_size=batch_size, tta=True)
+    for name in models:
+        row: dict[str, object] = {"model": name}
+        for label, frame in (("off", off), ("on", on)):
+            part = frame[frame["model"] == name]
+            point = scores(confusion(part["y_true"].to_numpy(), part["y_pred"].to_numpy(), len(CLASSES)))
+            row[f"val_bacc_tta_{label}"] = point["recall"]  # macro recall = balanced accuracy
+            row[f"val_acc_tta_{label}"] = point["accuracy"]
+        row["gain"] = row["val_bacc_tta_on"] - row["val_bacc_tta_off"]
+        rows.append(row)
+    table = pd.DataFrame(rows)
+    table["params"] = "on" if tta else "off"
+    return table
+
+
+#: The Table 3 set of TEST without its source groups that also occur in TRAIN.
+TEST_UNSEEN = "TEST_UNSEEN"
+
+
+def without_train_groups(preds: pd.DataFrame, train_groups: set[int], *, source: str = "TEST") -> pd.DataFrame:
+    """``preds`` (of :func:`predictions`) plus the rows of set ``source`` whose source group never occurs
+    in TRAIN, as set :data:`TEST_UNSEEN`: official TEST without the near-duplicates of TRAIN sources
+    that straddle the upstream split (``train_groups``: every group of dataset2's TRAIN)."""
+    part = preds[(preds["set"] == source) & ~preds["group"].isin(train_groups)].assign(set=TEST_UNSEEN)
+    return pd.concat([preds, part], ignore_index=True)

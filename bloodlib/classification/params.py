@@ -22,7 +22,7 @@ class WbcSubtypesParams:
     (:class:`bloodlib.classification.transforms.AugmentConfig`).
 
     Evaluation: ``tta`` averages each test input's predictions over its rotations and mirror
-    images (chosen on validation: +2.3 points of balanced accuracy for arch2); ``bootstrap`` resamples of source images for the 95% CIs; ``feature_map_samples``
+    images (the notebook scores it on the validation split, with and without); ``bootstrap`` resamples of source images for the 95% CIs; ``feature_map_samples``
     random TEST images for Figures 8/9; ``timing_repeats`` runs of one-image inference.
     """
 

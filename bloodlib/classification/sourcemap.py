@@ -253,6 +253,33 @@ def build_index(bccd_dir: Path, *, progress: bool = True, workers: int | None = 
     return SourceIndex(np.ascontiguousarray(descriptors), owners)
 
 
+def match_votes(
+    index: SourceIndex, paths: Sequence[Path], *, progress: bool = True, workers: int | None = None
+) -> list[dict[int, int]]:
+    """Votes per BCCD number (:func:`count_votes`) of each image of ``paths``, in order."""
+    local = threading.local()
+
+    def init() -> None:
+        local.sift, local.flann = cv2.SIFT_create(), index.flann()
+
+    def votes(path: Path) -> dict[int, int]:
+        descriptors = sift_descriptors(local.sift, read_gray(path))
+        if len(descriptors) == 0:
+            return {}
+        k = min(NEIGHBOURS, len(index.owners))
+        indices, distances = local.flann.knnSearch(descriptors, k, params={"checks": FLANN_CHECKS})
+        return count_votes(indices, distances, index.owners)
+
+    return _parallel_map(
+        votes,
+        list(paths),
+        workers=workers or default_workers(),
+        desc="match dataset2 images",
+        progress=progress,
+        init=init,
+    )
+
+
 def match_images(
     index: SourceIndex, paths: Sequence[Path], *, progress: bool = True, workers: int | None = None
 ) -> pd.DataFrame:
@@ -260,31 +287,51 @@ def match_images(
 
     One row per entry of ``paths``, in order.
     """
-    local = threading.local()
-
-    def init() -> None:
-        local.sift, local.flann = cv2.SIFT_create(), index.flann()
-
-    def match(path: Path) -> tuple[float, int, int]:
-        descriptors = sift_descriptors(local.sift, read_gray(path))
-        if len(descriptors) == 0:
-            return np.nan, 0, 0
-        k = min(NEIGHBOURS, len(index.owners))
-        indices, distances = local.flann.knnSearch(descriptors, k, params={"checks": FLANN_CHECKS})
-        source, v1, v2 = best_two(count_votes(indices, distances, index.owners))
-        return (np.nan if source is None else float(source)), v1, v2
-
-    rows = _parallel_map(
-        match,
-        list(paths),
-        workers=workers or default_workers(),
-        desc="match dataset2 images",
-        progress=progress,
-        init=init,
-    )
+    rows = []
+    for votes in match_votes(index, paths, progress=progress, workers=workers):
+        source, v1, v2 = best_two(votes)
+        rows.append(((np.nan if source is None else float(source)), v1, v2))
     out = pd.DataFrame(rows, columns=["srcid", "v1", "v2"]).astype({"srcid": float, "v1": np.int64, "v2": np.int64})
     out["confident"] = (out["v1"] >= MIN_VOTES) & (out["v1"] >= MIN_MARGIN * out["v2"])
     return out
+
+
+def candidate_sources(votes: dict[int, int], srcid: int) -> set[int]:
+    """The originals an image whose match is not confident may have been made from: its mapped
+    ``srcid`` and every original with at least ``1 / MIN_MARGIN`` of the best original's votes (the
+    ones the confidence rule could not rule out) and at least :data:`MIN_MATCH_VOTES` (fewer is no
+    match at all, the rule that marks a copy of an original missing from BCCD)."""
+    best = max(votes.values(), default=0)
+    floor = max(MIN_MATCH_VOTES, best / MIN_MARGIN)
+    return {int(srcid)} | {source for source, n in votes.items() if n >= floor}
+
+
+def uncertain_source_pairs(
+    blood_cells_dir: Path,
+    bccd_dir: Path,
+    source_map: pd.DataFrame,
+    *,
+    progress: bool = True,
+    workers: int | None = None,
+) -> list[tuple[int, int]]:
+    """Pairs of BCCD originals that an image of ``source_map`` *not* marked ``confident`` may come from
+    (:func:`candidate_sources` of its votes, matched again against ``bccd_dir``), sorted, each ``(a, b)``
+    with ``a < b``. Images that matched no BCCD original (negative ``srcid``) give none.
+
+    A grouped split that keeps each such pair on one side never puts an uncertain copy next to a
+    copy of the original it may really come from.
+    """
+    uncertain = source_map[~source_map["confident"].astype(bool) & (source_map["srcid"] >= 0)]
+    root = Path(blood_cells_dir) / "dataset2-master" / "images"
+    paths = [root / split / cls / fn for split, cls, fn in zip(uncertain["split"], uncertain["cls"], uncertain["fn"])]
+    if not paths:
+        return []
+    index = build_index(bccd_dir, progress=progress, workers=workers)
+    pairs = set()
+    for srcid, votes in zip(uncertain["srcid"], match_votes(index, paths, progress=progress, workers=workers)):
+        for other in candidate_sources(votes, int(srcid)) - {int(srcid)}:
+            pairs.add((min(int(srcid), other), max(int(srcid), other)))
+    return sorted(pairs)
 
 
 def pseudo_source(split: str, cls: str) -> int:

@@ -269,9 +269,18 @@ def selection_text(table: pd.DataFrame, best: str) -> str:
     beside the paper's best Table 3 accuracy (``table``: :func:`~.evaluation.table3`)."""
     row = table.set_index(["model", "set"])
     test = row.loc[(best, "TEST")]
+    from bloodlib.classification.evaluation import TEST_UNSEEN
+
+    unseen = ""
+    if (best, TEST_UNSEEN) in row.index:
+        u = row.loc[(best, TEST_UNSEEN)]
+        unseen = (
+            f", on TEST without the source groups it shares with TRAIN {u['accuracy']:.3f} "
+            f"[{u['accuracy_lo']:.3f}, {u['accuracy_hi']:.3f}] ({int(u['groups'])} groups)"
+        )
     return (
         f"Selected on validation balanced accuracy: **{best}**. Its accuracy on TEST is "
-        f"**{test['accuracy']:.3f}** [{test['accuracy_lo']:.3f}, {test['accuracy_hi']:.3f}], "
+        f"**{test['accuracy']:.3f}** [{test['accuracy_lo']:.3f}, {test['accuracy_hi']:.3f}]{unseen}, "
         f"on TEST_SIMPLE {row.loc[(best, 'TEST_SIMPLE'), 'accuracy']:.3f}, on BCCD crops "
         f"{row.loc[(best, 'BCCD'), 'accuracy']:.3f} (paper's best: {max(paper_accuracy().values()):.2f})."
     )
@@ -285,25 +294,36 @@ def summary_rows(
     profile: str,
     pretrained: bool,
     num_threads: int,
+    descriptions: dict[str, dict[str, str]],
 ) -> list[dict[str, Any]]:
     """Headline rows for the report index: the accuracy of the selected model, arch2 and DenseNet121
-    on the three test sets (the paper's Table 3 value beside TEST), and the training minutes.
+    on the three test sets and on TEST without the groups TRAIN shares (``TEST_UNSEEN``, when in
+    ``table``; the paper's Table 3 value beside TEST), and the training minutes. Every row names our
+    model, the paper's and what differs (``descriptions``: :func:`model_descriptions`).
 
     ``table``: :func:`~.evaluation.table3`; ``training``: :func:`training_summary`.
     """
+    from bloodlib.classification.evaluation import TEST_UNSEEN
+
     row = table.set_index(["model", "set"])
     paper = paper_accuracy()
     init = "ImageNet init" if pretrained else "from scratch"
+    sets = [*EVAL_SETS, *([TEST_UNSEEN] if TEST_UNSEEN in set(table["set"]) else [])]
     rows = []
     for name in [best] + [m for m in ("arch2", "densenet121") if m in set(training["model"]) and m != best]:
-        for set_name in EVAL_SETS:
+        d = descriptions[name]
+        for set_name in sets:
             rows.append(
                 {
                     "metric": f"{name} accuracy ({set_name})" + (" [selected on validation]" if name == best else ""),
-                    "paper": paper[name] if set_name == "TEST" else None,
+                    "paper": paper[name] if set_name in ("TEST", TEST_UNSEEN) else None,
                     "ours": float(row.loc[(name, set_name), "accuracy"]),
                     "note": f"{profile}; {init}; {int(row.loc[(name, set_name), 'groups'])} source groups; "
+                    f"95% CI {row.loc[(name, set_name), 'accuracy_lo']:.3f}-{row.loc[(name, set_name), 'accuracy_hi']:.3f}; "
                     "paper: random split of augmented copies",
+                    "model": d["ours"],
+                    "paper_model": d["paper"],
+                    "differs": d["differs"],
                 }
             )
     rows.append(
@@ -312,6 +332,9 @@ def summary_rows(
             "paper": None,
             "ours": float(training["train minutes"].sum()),
             "note": f"{profile}; {num_threads} threads",
+            "model": f"all {len(training)} models, {init}",
+            "paper_model": "the paper's eight CNNs on a GPU",
+            "differs": "CPU training within a minutes budget (paper: GPU, times not given)",
         }
     )
     return rows
@@ -325,9 +348,12 @@ def report_metrics(
     costs: pd.DataFrame,
     localizer: pd.DataFrame,
     sets: dict[str, CanvasSet],
+    evidence: dict[str, pd.DataFrame] | None = None,
 ) -> dict[str, Any]:
-    """The ``metrics`` of the notebook's ``metrics.json``: the selected model and every table as records."""
+    """The ``metrics`` of the notebook's ``metrics.json``: the selected model and every table as records
+    (``evidence``: further tables by name, under ``evidence``)."""
     return {
+        "evidence": {name: frame.to_dict(orient="records") for name, frame in (evidence or {}).items()},
         "selected_model": best,
         "table3": table.to_dict(orient="records"),
         "training": training.to_dict(orient="records"),
@@ -335,3 +361,111 @@ def report_metrics(
         "localizer": localizer.to_dict(orient="records")[0],
         "sets": set_overview(sets).to_dict(orient="records"),
     }
+
+
+def regrouping_table(data: Any, *, val_fraction: float, seed: int) -> pd.DataFrame:
+    """What the conservative groups change (:data:`~.data.UNCERTAIN_SOURCE_PAIRS` joined to the
+    near-duplicate groups, against near-duplicates only): one row per quantity, columns
+    ``near-duplicates only``, ``conservative (used)`` and ``changed``.
+
+    Rows: source groups in TRAIN; TRAIN images whose train/val side differs between the two groupings
+    (the same seeded :func:`~.data.grouped_split`); groups TRAIN shares with TEST; usable BCCD crops
+    (BCCD images whose group never occurs in TRAIN). ``data``: :class:`~.train.WbcData`.
+    """
+    from bloodlib.classification.data import grouped_split, near_duplicate_groups
+
+    train = data.split
+    tests = pd.concat([data.sets[name].frame[["source", "group"]] for name in ("TEST", "TEST_SIMPLE")])
+    bccd = data.bccd_all
+    loose = {
+        "train": train.assign(group=near_duplicate_groups(train["source"].to_numpy(), uncertain=False)),
+        "test": tests.assign(group=near_duplicate_groups(tests["source"].to_numpy(), uncertain=False)),
+        "bccd": bccd.assign(group=near_duplicate_groups(bccd["source"].to_numpy(), uncertain=False)),
+    }
+    resplit = grouped_split(
+        loose["train"].drop(columns="subset"),
+        val_fraction=val_fraction,
+        seed=seed,
+        keep_in_train=set(loose["test"]["group"]),
+    )
+
+    def counts(train_: pd.DataFrame, tests_: pd.DataFrame, bccd_: pd.DataFrame) -> list[int]:
+        groups = set(train_["group"])
+        return [
+            train_["group"].nunique(),
+            len(groups & set(tests_["group"])),
+            int((~bccd_["group"].isin(groups)).sum()),
+        ]
+
+    before = counts(loose["train"], loose["test"], loose["bccd"])
+    after = counts(train, tests, bccd)
+    moved = int((resplit["subset"].to_numpy() != train["subset"].to_numpy()).sum())
+    rows = [
+        ("source groups in TRAIN", before[0], after[0]),
+        ("TRAIN images on the other side of the train/val split", 0, moved),
+        ("groups TRAIN shares with TEST/TEST_SIMPLE", before[1], after[1]),
+        ("BCCD crops (group never in TRAIN)", before[2], after[2]),
+    ]
+    table = pd.DataFrame(rows, columns=["quantity", "near-duplicates only", "conservative (used)"])
+    table["changed"] = table["conservative (used)"] - table["near-duplicates only"]
+    return table
+
+
+#: The paper's models as its text describes them (Table 3's rows).
+PAPER_MODELS = {
+    "arch1": "customized architecture 1 (its Figure 3, not in the text), trained from scratch",
+    "arch2": "customized architecture 2 (its Figure 4, not in the text), trained from scratch",
+    "resnet50": "ResNet50 (Keras), ImageNet-pretrained",
+    "densenet121": "DenseNet121 (Keras), ImageNet-pretrained",
+    "vgg16": "VGG16 (Keras), ImageNet-pretrained",
+    "mobilenet_v2": "MobileNetV2 (Keras), ImageNet-pretrained",
+    "inception_v3": "Inception-v3 (Keras), ImageNet-pretrained",
+    "xception": "Xception (Keras), ImageNet-pretrained",
+}
+
+#: What each of our models is (:mod:`~.models`).
+OUR_MODELS = {
+    "arch1": "arch1: this project's reconstruction of the paper's architecture 1 (3 conv/ReLU/max-pool stages, "
+    "2 dense layers, no normalisation)",
+    "arch2": "arch2: this project's reconstruction of the paper's architecture 2 (4 stages of 2 conv-BN-ReLU, "
+    "spatial dropout, global average pooling)",
+    "resnet50": "ResNet50 (torchvision), global average pooling + one linear layer",
+    "densenet121": "DenseNet121 (torchvision), global average pooling + one linear layer",
+    "vgg16": "VGG16-BN (torchvision vgg16_bn: BatchNorm after every convolution), global average pooling + one "
+    "linear layer instead of the two 4096-unit layers",
+    "mobilenet_v2": "MobileNetV2 (torchvision), global average pooling + one linear layer",
+    "inception_v3": "Inception-v3 (torchvision, size-agnostic auxiliary head), global average pooling + one linear layer",
+    "xception": "Xception (timm legacy_xception, the Keras port), global average pooling + one linear layer",
+}
+
+
+def model_descriptions(p: Any) -> dict[str, dict[str, str]]:
+    """Per model of ``p.models`` (``p``: the notebook's :class:`~.params.WbcSubtypesParams`): what ``ours``
+    is, what the ``paper``'s is, and what ``differs`` (every row compared with the paper says it)."""
+    height, width = p.input_size
+    pretrained = p.pretrained
+    epochs = {name: p.epochs_custom if name in CUSTOM_MODELS else p.epochs_standard for name in p.models}
+    out = {}
+    for name in p.models:
+        custom = name in CUSTOM_MODELS
+        init = "from scratch" if (custom or not pretrained) else "ImageNet-pretrained"
+        differs = []
+        if custom:
+            differs.append("our reconstruction: the paper's figure of this net is not in its text")
+        elif not pretrained:
+            differs.append("random initialisation, no ImageNet weights")
+        if name == "vgg16":
+            differs.append("VGG16 with BatchNorm (vgg16_bn) and a global-average-pooling head, not Keras' VGG16")
+        paper_epochs = 20 if custom else 10
+        differs += [
+            f"{height}x{width} cell-centred crops (paper: 120x160 whole fields)",
+            f"{epochs[name]} epoch{'' if epochs[name] == 1 else 's'} (paper: {paper_epochs})",
+            "grouped validation and unseen test cells (paper: a random split of augmented copies)",
+        ]
+        out[name] = {"ours": f"{OUR_MODELS[name]}, {init}", "paper": PAPER_MODELS[name], "differs": "; ".join(differs)}
+    return out
+
+
+def models_table(descriptions: dict[str, dict[str, str]]) -> pd.DataFrame:
+    """:func:`model_descriptions` as a table: ``model, ours, paper, differs``."""
+    return pd.DataFrame([{"model": name, **d} for name, d in descriptions.items()])

@@ -33,6 +33,7 @@ from bloodlib.detection.metrics import (
     precision_recall_at,
 )
 from bloodlib.detection.paper import paper_hsv_wbc_accuracy, paper_table2
+from bloodlib.detection.resampling import map_interval
 from bloodlib.detection.train import DISPLAY
 
 Predictions = dict[str, Sequence[Prediction]]
@@ -82,10 +83,6 @@ def table2(
     return pd.DataFrame(rows).astype({"paper_precision": float, "paper_recall": float})
 
 
-def _resampled(items: Sequence[Any], idx: np.ndarray) -> list[Any]:
-    return [items[i] for i in idx]
-
-
 def map_table(
     preds: Predictions,
     annotations: Sequence[Annotation],
@@ -95,7 +92,8 @@ def map_table(
     val_preds: Predictions | None = None,
     val_annotations: Sequence[Annotation] = (),
 ) -> pd.DataFrame:
-    """Per model: mAP@0.5 with a 95 % percentile-bootstrap CI over images, and the paper's mAP.
+    """Per model: mAP@0.5 with a 95 % percentile-bootstrap CI over images (``samples`` resamples,
+    :func:`~bloodlib.detection.resampling.map_interval`), and the paper's mAP.
 
     With ``val_preds`` (same models, on ``val_annotations``) a ``val_mAP50`` column is added:
     :func:`headline` picks the best model by it, so the choice never looks at the test images.
@@ -103,12 +101,7 @@ def map_table(
     rows = []
     papers = paper_table2()
     for model, p in preds.items():
-        low, high = bootstrap_ci(
-            lambda idx, p=p: average_precision(_resampled(p, idx), _resampled(annotations, idx))["mAP"],
-            len(annotations),
-            samples=samples,
-            seed=seed,
-        )
+        low, high = map_interval(p, annotations, samples=samples, seed=seed)
         row = {
             "model": model,
             "mAP50": average_precision(p, annotations)["mAP"],
@@ -208,13 +201,27 @@ def training_table(detectors: dict[str, Any]) -> pd.DataFrame:
 
 
 def headline(
-    maps: pd.DataFrame, table: pd.DataFrame, counts: pd.DataFrame, wall_minutes: float, models: Sequence[str]
+    maps: pd.DataFrame,
+    table: pd.DataFrame,
+    counts: pd.DataFrame,
+    wall_minutes: float,
+    models: Sequence[str],
+    overlap_maps: pd.DataFrame | None = None,
 ) -> dict[str, Any]:
-    """The numbers the targets and the index talk about; the best model is :func:`best_model` among ``models``."""
+    """The numbers the targets and the index talk about; the best model is :func:`best_model` among ``models``.
+
+    With ``overlap_maps`` (the ``map`` table of :func:`overlap_free_tables`) the best model's mAP on the
+    overlap-free test images is added (``best_mAP50_overlap_free``).
+    """
     best = best_model(maps, models)
     ap = table.set_index(["model", "class"])["AP50"]
     c = counts.set_index(["model", "class"])
+    extra = {}
+    if overlap_maps is not None:
+        free = f"mAP50 ({OVERLAP_FREE})"
+        extra["best_mAP50_overlap_free"] = float(overlap_maps.set_index("model").loc[best, free])
     return {
+        **extra,
         "best_model": best,
         "best_mAP50": float(maps.set_index("model").loc[best, "mAP50"]),
         "best_platelets_AP50": float(ap[(best, "Platelets")]),
@@ -244,48 +251,96 @@ def summary_rows(
     hsv_accuracy: float,
     note: str,
     score_threshold: float,
+    *,
+    descriptions: dict[str, dict[str, str]],
+    overlap_maps: pd.DataFrame | None = None,
 ) -> list[dict[str, Any]]:
     """Headline rows for the report index: the paper's number beside ours (``note``: split, profile;
-    ``score_threshold``: the one the precision in ``table`` was computed at)."""
+    ``score_threshold``: the one the precision in ``table`` was computed at).
+
+    Every row names the model it is about (``model``: ours, ``paper_model``: the paper's) and what
+    ``differs`` from the paper (``descriptions``: :func:`~bloodlib.detection.paper.model_descriptions`).
+    ``overlap_maps`` (the ``map`` table of :func:`overlap_free_tables`) adds each SSD's mAP on the
+    overlap-free test images.
+    """
     rows = []
     papers = paper_table2()
+
+    def described(name: str, row: dict[str, Any]) -> dict[str, Any]:
+        d = descriptions[name]
+        return {**row, "model": d["ours"], "paper_model": d["paper"], "differs": d["differs"]}
+
     for _, row in maps.iterrows():
         if row["model"] in papers:
             rows.append(
-                {
-                    "metric": f"{row['model']} mAP@0.5",
-                    "paper": _none_if_nan(row["paper_mAP"]),
-                    "ours": float(row["mAP50"]),
-                    "note": f"{note}; 95% CI {row['ci_low']:.3f}-{row['ci_high']:.3f}",
-                }
+                described(
+                    row["model"],
+                    {
+                        "metric": f"{row['model']} mAP@0.5",
+                        "paper": _none_if_nan(row["paper_mAP"]),
+                        "ours": float(row["mAP50"]),
+                        "note": f"{note}; 95% CI {row['ci_low']:.3f}-{row['ci_high']:.3f}",
+                    },
+                )
             )
+    if overlap_maps is not None:
+        label = OVERLAP_FREE
+        for _, row in overlap_maps.iterrows():
+            if row["model"] in papers:
+                low, high = row[f"ci_low ({label})"], row[f"ci_high ({label})"]
+                rows.append(
+                    described(
+                        row["model"],
+                        {
+                            "metric": f"{row['model']} mAP@0.5, test images overlapping no train/val image",
+                            "paper": _none_if_nan(papers[row["model"]].get("mAP")),
+                            "ours": float(row[f"mAP50 ({label})"]),
+                            "note": f"{note}; {int(row[f'images ({label})'])} of {int(row[f'images ({OFFICIAL})'])} "
+                            f"test images; 95% CI {low:.3f}-{high:.3f}",
+                        },
+                    )
+                )
     best = values["best_model"]
     precision = table.set_index(["model", "class"])["precision"]
     for cls in ("WBC", "Platelets"):
         if (best, cls) in precision.index:
             rows.append(
-                {
-                    "metric": f"{best} {cls} precision",
-                    "ours": float(precision[(best, cls)]),
-                    "paper": _none_if_nan(papers.get(best, {}).get("precision", {}).get(cls)),
-                    "note": f"{note}; detections with score >= {score_threshold:g}, IoU 0.5",
-                }
+                described(
+                    best,
+                    {
+                        "metric": f"{best} {cls} precision",
+                        "ours": float(precision[(best, cls)]),
+                        "paper": _none_if_nan(papers.get(best, {}).get("precision", {}).get(cls)),
+                        "note": f"{note}; detections with score >= {score_threshold:g}, IoU 0.5",
+                    },
+                )
             )
     rows += [
-        {"metric": f"{best} platelets AP@0.5", "paper": None, "ours": values["best_platelets_AP50"], "note": note},
-        {
-            "metric": f"{best} WBC count exact (share of images)",
-            "paper": None,
-            "ours": values["best_wbc_exact"],
-            "note": note,
-        },
-        {"metric": f"{best} RBC count MAPE %", "paper": None, "ours": values["best_rbc_mape"], "note": note},
-        {
-            "metric": "HSV baseline WBC accuracy (share found, IoU 0.5)",
-            "paper": paper_hsv_wbc_accuracy(),
-            "ours": hsv_accuracy,
-            "note": note,
-        },
+        described(
+            best,
+            {"metric": f"{best} platelets AP@0.5", "paper": None, "ours": values["best_platelets_AP50"], "note": note},
+        ),
+        described(
+            best,
+            {
+                "metric": f"{best} WBC count exact (share of images)",
+                "paper": None,
+                "ours": values["best_wbc_exact"],
+                "note": note,
+            },
+        ),
+        described(
+            best, {"metric": f"{best} RBC count MAPE %", "paper": None, "ours": values["best_rbc_mape"], "note": note}
+        ),
+        described(
+            BASELINE,
+            {
+                "metric": "HSV baseline WBC accuracy (share found, IoU 0.5)",
+                "paper": paper_hsv_wbc_accuracy(),
+                "ours": hsv_accuracy,
+                "note": note,
+            },
+        ),
     ]
     return rows
 
@@ -410,9 +465,15 @@ def report_metrics(
     thresholds: dict[str, dict[str, float]],
     timing: pd.DataFrame,
     detectors: dict[str, Any],
+    evidence: dict[str, pd.DataFrame] | None = None,
 ) -> dict[str, Any]:
-    """The ``metrics`` of the notebook's ``metrics.json``: the headline ``values``, every table as records."""
+    """The ``metrics`` of the notebook's ``metrics.json``: the headline ``values``, every table as records.
+
+    ``evidence``: further tables by name (the selection tables, the overlap-free comparison, the
+    models compared), stored as records under ``evidence``.
+    """
     return {
+        "evidence": {name: frame.to_dict("records") for name, frame in (evidence or {}).items()},
         "split": split,
         "profile": profile,
         "headline": values,
@@ -424,3 +485,259 @@ def report_metrics(
         "inference_time": timing.to_dict("records"),
         "training": training_table(detectors).to_dict("records"),
     }
+
+
+# ---- selection shown, not typed: the evidence for the choices the parameters fix -------------------
+
+#: The HSV baseline's grid on the training images: the values tried for each threshold (the others
+#: stay at the parameters' values).
+HSV_GRID: dict[str, tuple[int, ...]] = {"sat_low": (60, 75, 90, 105), "min_area": (1000, 2000, 3000, 4000)}
+
+
+def hsv_grid(
+    annotations: Sequence[Annotation], hsv: HSVThresholds, grid: dict[str, Sequence[int]] | None = None
+) -> pd.DataFrame:
+    """The HSV baseline on ``annotations`` (the training images) for every point of ``grid`` (default
+    :data:`HSV_GRID`; other thresholds as in ``hsv``): WBC boxes drawn, found (IoU >= 0.5), precision,
+    recall and F1, ``params`` (the point equals ``hsv``) and ``best`` (highest F1; ties go to ``hsv``,
+    then to the first point)."""
+    import dataclasses
+    import itertools
+
+    from bloodlib.detection.data import read_image
+    from bloodlib.detection.resampling import match_detections
+
+    grid = dict(grid or HSV_GRID)
+    unknown = set(grid) - {f.name for f in dataclasses.fields(hsv)}
+    if unknown:
+        raise ValueError(f"grid names unknown HSV thresholds: {sorted(unknown)}")
+    images = [read_image(a.image_path).permute(1, 2, 0).numpy() for a in annotations]
+    rows = []
+    for values in itertools.product(*grid.values()):
+        point = dataclasses.replace(hsv, **dict(zip(grid, values)))
+        matched = match_detections([detect_wbc(image, point) for image in images], annotations)["WBC"]
+        found, drawn, truth = int(matched.true_positive.sum()), len(matched.score), int(matched.ground_truth.sum())
+        precision = found / drawn if drawn else math.nan
+        recall = found / truth if truth else math.nan
+        f1 = 2 * found / (drawn + truth) if drawn + truth else math.nan
+        rows.append(
+            {
+                **dict(zip(grid, values)),
+                "boxes": drawn,
+                "found": found,
+                "wbc": truth,
+                "precision": precision,
+                "recall": recall,
+                "f1": f1,
+                "params": point == hsv,
+            }
+        )
+    table = pd.DataFrame(rows)
+    ranked = table.assign(_f1=table["f1"].fillna(-1.0)).sort_values(["_f1", "params"], ascending=False, kind="stable")
+    table["best"] = table.index == ranked.index[0]
+    return table
+
+
+def hsv_grid_text(grid: pd.DataFrame) -> str:
+    """One line: whether the parameters' thresholds are the best F1 of :func:`hsv_grid`'s table."""
+    chosen, best = grid[grid["params"]], grid[grid["best"]].iloc[0]
+    if chosen.empty:
+        return "The parameters' HSV thresholds are not a point of the grid."
+    f1 = chosen.iloc[0]["f1"]
+    if bool(chosen.iloc[0]["best"]):
+        return f"The parameters' HSV thresholds are the grid's best on the training images (WBC F1 {f1:.3f})."
+    names = [
+        c for c in grid.columns if c not in ("boxes", "found", "wbc", "precision", "recall", "f1", "params", "best")
+    ]
+    where = ", ".join(f"{n} {best[n]}" for n in names)
+    return (
+        f"The parameters' HSV thresholds reach WBC F1 {f1:.3f} on the training images; the grid's best is "
+        f"{where} (F1 {best['f1']:.3f})."
+    )
+
+
+def view_predictions(
+    model: torch.nn.Module, annotations: Sequence[Annotation], *, views: int = 4, batch_size: int = 8
+) -> list[list[Prediction]]:
+    """Per image, the detections of each of the first ``views`` flips (:data:`~bloodlib.detection.tta.FLIPS`),
+    boxes mapped back to the image's pixels: the input of :func:`fuse_first`."""
+    from bloodlib.detection.engine import predict
+    from bloodlib.detection.tta import FLIPS, flip_image, unflip_boxes
+
+    out: list[list[Prediction]] = []
+    for start in range(0, len(annotations), batch_size):
+        batch = [float_image(a) for a in annotations[start : start + batch_size]]
+        per_flip = [
+            predict(model, [flip_image(x, h, v) for x in batch], batch_size=batch_size) for h, v in FLIPS[:views]
+        ]
+        for i, image in enumerate(batch):
+            height, width = image.shape[-2:]
+            out.append(
+                [
+                    {**p[i], "boxes": unflip_boxes(p[i]["boxes"], width, height, h, v)}
+                    for p, (h, v) in zip(per_flip, FLIPS[:views], strict=True)
+                ]
+            )
+    return out
+
+
+def fuse_first(per_image: Sequence[Sequence[Prediction]], *, views: int, iou: float) -> list[Prediction]:
+    """Each image's first ``views`` views fused at ``iou`` (:func:`~bloodlib.detection.tta.fuse_views`);
+    one view is the plain prediction, as :func:`~bloodlib.detection.tta.predict_tta` gives it."""
+    from bloodlib.detection.tta import fuse_views
+
+    if views == 1:
+        return [v[0] for v in per_image]
+    return [fuse_views(list(v[:views]), iou=iou) for v in per_image]
+
+
+#: The test-time augmentation settings :func:`tta_selection` scores on the validation images.
+TTA_VIEWS: tuple[int, ...] = (1, 2, 4)
+TTA_IOUS: tuple[float, ...] = (0.45, 0.5, 0.55, 0.6)
+
+
+def tta_selection(
+    models: dict[str, torch.nn.Module],
+    annotations: Sequence[Annotation],
+    *,
+    views: int,
+    iou: float,
+    baseline: Sequence[Prediction] | None = None,
+) -> tuple[pd.DataFrame, Predictions]:
+    """Validation mAP@0.5 of every model for each number of fused views in :data:`TTA_VIEWS` and
+    fusion IoU in :data:`TTA_IOUS` (one row for a single view, which fuses nothing).
+
+    Returns the table (``model, views, fusion_iou, val_mAP50, params`` -- the setting the parameters
+    fix --, ``best`` -- the highest validation mAP of the model) and every model's validation
+    predictions at the parameters' ``views`` and ``iou`` (with ``baseline`` added under
+    :data:`BASELINE`), which the counting thresholds and the best model are chosen with.
+    """
+    if views not in TTA_VIEWS:
+        raise ValueError(f"views must be one of {TTA_VIEWS}, got {views}")
+    rows, chosen = [], {}
+    for name, model in models.items():
+        per_image = view_predictions(model, annotations, views=max(TTA_VIEWS))
+        for n in TTA_VIEWS:
+            for fusion_iou in (math.nan,) if n == 1 else sorted({*TTA_IOUS, iou}):
+                fused = fuse_first(per_image, views=n, iou=iou if n == 1 else fusion_iou)
+                is_params = n == views and (n == 1 or fusion_iou == iou)
+                if is_params:
+                    chosen[name] = fused
+                rows.append(
+                    {
+                        "model": name,
+                        "views": n,
+                        "fusion_iou": fusion_iou,
+                        "val_mAP50": average_precision(fused, annotations)["mAP"],
+                        "params": is_params,
+                    }
+                )
+    table = pd.DataFrame(rows)
+    best = table.groupby("model", sort=False)["val_mAP50"].idxmax()
+    table["best"] = table.index.isin(best.to_numpy())
+    if baseline is not None:
+        chosen[BASELINE] = baseline
+    return table, chosen
+
+
+def epoch_table(detectors: dict[str, Any]) -> pd.DataFrame:
+    """Per trained detector and evaluated epoch: the validation mAP that picks the epoch kept
+    (``kept`` marks it), from the training history."""
+    rows = []
+    for d in detectors.values():
+        for row in d.history:
+            if "val_mAP" in row and row["val_mAP"] == row["val_mAP"]:
+                rows.append(
+                    {
+                        "model": d.name,
+                        "epoch": row["epoch"],
+                        "val_mAP50": row["val_mAP"],
+                        "kept": row["epoch"] == d.best_epoch,
+                    }
+                )
+    return pd.DataFrame(rows, columns=["model", "epoch", "val_mAP50", "kept"])
+
+
+# ---- the official test split beside its overlap-free part --------------------------------------------
+
+
+def subset(preds: Predictions, indices: Sequence[int]) -> Predictions:
+    """Each model's predictions at ``indices`` (positions in the images they were made on)."""
+    return {name: [p[i] for i in indices] for name, p in preds.items()}
+
+
+def side_by_side(frames: dict[str, pd.DataFrame], on: Sequence[str], columns: Sequence[str]) -> pd.DataFrame:
+    """``frames`` (one per image set) joined on ``on`` in the rows of the first: ``<column> (<set>)`` for each
+    column and set (NaN where a later set lacks a row)."""
+    out = None
+    for label, frame in frames.items():
+        part = frame[list(on) + list(columns)].rename(columns={c: f"{c} ({label})" for c in columns})
+        out = part if out is None else out.merge(part, on=list(on), how="left")
+    return out[list(on) + [f"{c} ({label})" for c in columns for label in frames]]
+
+
+#: The two image sets of :func:`overlap_free_tables`.
+OFFICIAL = "official"
+OVERLAP_FREE = "overlap-free"
+
+
+def overlap_free_tables(
+    preds: Predictions,
+    annotations: Sequence[Annotation],
+    keep: Sequence[int],
+    thresholds: dict[str, dict[str, float]],
+    p: Any,
+) -> dict[str, pd.DataFrame]:
+    """Table 2, mAP (with bootstrap CIs) and counting errors on all test images (``official``) and on
+    the ``keep`` ones (``overlap-free``: no overlap with a training or validation image), side by side,
+    at the counting ``thresholds`` and the notebook parameters' (``p``) score threshold, bootstrap
+    samples and seed.
+
+    Returns ``{"table2", "map", "counts"}``; every column ``<metric> (<set>)``, the sets :data:`OFFICIAL`
+    and :data:`OVERLAP_FREE` (``images (<set>)`` in ``map`` counts their images).
+    """
+    score_threshold, samples, seed = p.score_threshold, p.bootstrap_samples, p.seed
+    sets = {
+        OFFICIAL: (preds, list(annotations)),
+        OVERLAP_FREE: (subset(preds, keep), [annotations[i] for i in keep]),
+    }
+    models = {name: p for name, p in preds.items() if name != BASELINE}
+    t2, maps, counts = {}, {}, {}
+    for label, (p, a) in sets.items():
+        t2[label] = table2(p, a, score_threshold=score_threshold, classes_of=BASELINE_CLASSES)
+        maps[label] = map_table({n: p[n] for n in models}, a, samples=samples, seed=seed).assign(images=len(a))
+        counts[label] = count_table(
+            count_frames(p, a, thresholds), samples=samples, seed=seed, classes_of=BASELINE_CLASSES
+        )
+    return {
+        "table2": side_by_side(t2, ["model", "class"], ["AP50", "precision", "recall"]),
+        "map": side_by_side(maps, ["model"], ["images", "mAP50", "ci_low", "ci_high"]),
+        "counts": side_by_side(counts, ["model", "class"], ["exact", "mae", "mape"]),
+    }
+
+
+def test_tables(
+    test_preds: Predictions,
+    val_preds: Predictions,
+    parts: dict[str, Sequence[Annotation]],
+    p: Any,
+) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """``(table2, map)`` of the test predictions: :func:`table2` at ``p.score_threshold`` and
+    :func:`map_table` of the SSDs with ``p.bootstrap_samples`` resamples and their validation mAP
+    (``p``: the notebook's parameters)."""
+    t2 = table2(test_preds, parts["test"], score_threshold=p.score_threshold, classes_of=BASELINE_CLASSES)
+    ssds = [name for name in test_preds if name != BASELINE]
+    maps = map_table(
+        {name: test_preds[name] for name in ssds},
+        parts["test"],
+        samples=p.bootstrap_samples,
+        seed=p.seed,
+        val_preds=val_preds,
+        val_annotations=parts["val"],
+    )
+    return t2, maps
+
+
+def models_table(descriptions: dict[str, dict[str, str]]) -> pd.DataFrame:
+    """:func:`~bloodlib.detection.paper.model_descriptions` as a table: ``model, ours, paper, differs``."""
+    return pd.DataFrame([{"model": name, **d} for name, d in descriptions.items()])

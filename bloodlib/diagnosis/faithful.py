@@ -183,3 +183,51 @@ def run_faithful(
         y_pred=y_pred,
         proba=proba,
     )
+
+
+def faithful_over_seeds(df: pd.DataFrame, *, seeds: int, done: FaithfulResult | None = None, **kwargs) -> pd.DataFrame:
+    """The faithful protocol repeated with ``random_state`` = ``kwargs["random_state"] + k`` for
+    ``k < seeds`` (a new 75/25 split, new CV folds and new model seeds each time): how far one split
+    moves its numbers. ``done``: the result for ``k = 0`` when already run (not run again).
+
+    One row per seed and classifier: ``seed, classifier, accuracy, false_negative_pct, auc, best_params``.
+    ``kwargs``: those of :func:`run_faithful` (``random_state`` is the first seed).
+    """
+    if seeds < 1:
+        raise ValueError(f"seeds must be >= 1, got {seeds}")
+    first = kwargs.pop("random_state")
+    rows = []
+    for k in range(seeds):
+        seed = first + k
+        result = done if (k == 0 and done is not None) else run_faithful(df, random_state=seed, **kwargs)
+        part = result.summary[["classifier", "accuracy", "false_negative_pct", "auc", "best_params"]]
+        rows.append(part.assign(seed=seed))
+    out = pd.concat(rows, ignore_index=True)
+    return out[["seed", "classifier", "accuracy", "false_negative_pct", "auc", "best_params"]]
+
+
+def seed_summary(over_seeds: pd.DataFrame, paper_accuracy: dict[str, float] | None = None) -> pd.DataFrame:
+    """Per classifier, the spread of :func:`faithful_over_seeds`' test accuracy: ``seeds``, ``mean``, ``sd``,
+    ``min``, ``p05``, ``median``, ``p95``, ``max``; with ``paper_accuracy`` (classifier -> the paper's
+    Table 4 accuracy) also ``paper`` and ``share_at_or_above_paper`` (share of splits reaching it)."""
+    rows = []
+    for name, part in over_seeds.groupby("classifier", sort=False):
+        acc = part["accuracy"].to_numpy(dtype=float)
+        row = {
+            "classifier": name,
+            "display_name": DISPLAY_NAMES[name],
+            "seeds": len(acc),
+            "mean": acc.mean(),
+            "sd": acc.std(ddof=1) if len(acc) > 1 else np.nan,
+            "min": acc.min(),
+            "p05": np.quantile(acc, 0.05),
+            "median": np.median(acc),
+            "p95": np.quantile(acc, 0.95),
+            "max": acc.max(),
+        }
+        if paper_accuracy is not None:
+            paper = paper_accuracy.get(name, np.nan)
+            row["paper"] = paper
+            row["share_at_or_above_paper"] = float((acc >= paper - 1e-9).mean()) if paper == paper else np.nan
+        rows.append(row)
+    return pd.DataFrame(rows)

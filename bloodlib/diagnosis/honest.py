@@ -307,3 +307,45 @@ def run_honest_cohorts(
         X, y, g = xy_groups(einstein, "einstein")
         out["einstein"] = run_honest(X, y, g, name="einstein", **kwargs)
     return out
+
+
+#: The name of the per-fold, inner-loop choice among the classifiers in tables and summaries.
+INNER_SELECTED = "selected_in_inner_cv"
+
+
+def inner_selected_folds(result: HonestResult) -> pd.DataFrame:
+    """Per outer fold, the row of :attr:`HonestResult.folds` of the classifier with the best inner-CV
+    score (``inner_score``, the grid search's best on the outer-training part): a choice among the
+    classifiers made without looking at the outer test fold, so its outer metrics estimate the whole
+    procedure "tune every classifier, keep the best" without the optimism of picking the best outer
+    mean afterwards. Ties, and folds without inner scores (grid ``none``), go to the first classifier
+    in the order of the run.
+    """
+    order = {name: i for i, name in enumerate(result.settings["classifiers"])}
+    folds = result.folds.assign(
+        _score=result.folds["inner_score"].fillna(-np.inf), _order=result.folds["classifier"].map(order)
+    )
+    ranked = folds.sort_values(["repeat", "fold", "_score", "_order"], ascending=[True, True, False, True])
+    chosen = ranked.groupby(["repeat", "fold"], sort=True).head(1)
+    return chosen.drop(columns=["_score", "_order"]).reset_index(drop=True)
+
+
+def inner_selected_summary(result: HonestResult) -> pd.DataFrame:
+    """:func:`summarise_folds` of :func:`inner_selected_folds` (one row, classifier :data:`INNER_SELECTED`)."""
+    chosen = inner_selected_folds(result).assign(classifier=INNER_SELECTED)
+    return summarise_folds(chosen, classifiers=[INNER_SELECTED], ci_level=result.settings["ci_level"])
+
+
+def inner_selected_oof(result: HonestResult) -> pd.DataFrame:
+    """The out-of-fold predictions (:attr:`HonestResult.oof`) of the classifier chosen in each outer fold."""
+    chosen = inner_selected_folds(result)[["repeat", "fold", "classifier"]]
+    return result.oof.merge(chosen, on=["repeat", "fold", "classifier"]).reset_index(drop=True)
+
+
+def params_per_fold(result: HonestResult, classifier: str) -> pd.DataFrame:
+    """The hyper-parameters the inner grid search chose for ``classifier`` in each outer fold:
+    ``repeat, fold, best_params, inner_score``."""
+    if classifier not in result.settings["classifiers"]:
+        raise ValueError(f"{classifier!r} was not run; classifiers: {result.settings['classifiers']}")
+    part = result.folds[result.folds["classifier"] == classifier]
+    return part[["repeat", "fold", "best_params", "inner_score"]].reset_index(drop=True)

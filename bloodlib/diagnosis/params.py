@@ -37,6 +37,9 @@ class CovidDiagnosisParams:
     faithful_scoring: str
     #: Faithful protocol: classifier whose test confusion matrix is drawn (paper Fig. 11: "gaussian_process").
     confusion_matrix_classifier: str
+    #: Faithful protocol: also run it on this many random 75/25 splits (seeds random_state, +1, ...) to show
+    #: how far one split moves its numbers (1 = only the one split).
+    faithful_seeds: int
 
     #: Honest protocol: OSR feature sets to evaluate ("table1", "extended").
     honest_feature_sets: list[str]
@@ -68,6 +71,7 @@ class CovidDiagnosisParams:
             (self.faithful_feature_set in FEATURE_SETS, f"faithful_feature_set must be one of {sorted(FEATURE_SETS)}"),
             (0 < self.faithful_test_size < 1, "faithful_test_size must be in (0, 1)"),
             (self.faithful_cv_folds >= 2, "faithful_cv_folds must be >= 2"),
+            (self.faithful_seeds >= 1, "faithful_seeds must be >= 1"),
             (
                 self.confusion_matrix_classifier in self.classifiers,
                 "confusion_matrix_classifier must be in classifiers",

@@ -110,3 +110,33 @@ def calibration_figure(y_true: np.ndarray, proba: np.ndarray, *, n_bins: int = 1
     hx.legend(fontsize=8)
     fig.tight_layout()
     return fig
+
+
+def seeds_figure(
+    over_seeds: pd.DataFrame, *, paper_accuracy: dict[str, float] | None = None, title: str | None = None
+) -> Figure:
+    """Test accuracy of every split of :func:`~bloodlib.diagnosis.faithful.faithful_over_seeds`, one row of
+    dots per classifier (the box spans the 5-95 % range, the bar the median), the paper's accuracy as a
+    red cross."""
+    names = list(dict.fromkeys(over_seeds["classifier"]))
+    fig, ax = plt.subplots(figsize=(7.5, 0.45 * len(names) + 1.4))
+    rng = np.random.default_rng(0)
+    labelled = False
+    for i, name in enumerate(names):
+        acc = over_seeds.loc[over_seeds["classifier"] == name, "accuracy"].to_numpy(dtype=float)
+        low, median, high = np.quantile(acc, [0.05, 0.5, 0.95])
+        ax.add_patch(plt.Rectangle((low, i - 0.3), high - low, 0.6, color="#cfe0f3", zorder=1))
+        ax.plot([median, median], [i - 0.3, i + 0.3], color="#1f4e79", lw=2, zorder=2)
+        ax.scatter(acc, i + rng.uniform(-0.15, 0.15, len(acc)), s=12, color="#1f77b4", alpha=0.7, zorder=3)
+        paper = (paper_accuracy or {}).get(name)
+        if paper is not None:
+            ax.scatter([paper], [i], marker="x", s=60, color="#b00020", zorder=4, label=None if labelled else "paper")
+            labelled = True
+    ax.set_yticks(range(len(names)), [DISPLAY_NAMES.get(n, n) for n in names])
+    ax.invert_yaxis()
+    ax.set_xlabel("test accuracy of one 75/25 split")
+    ax.set_title(title or f"Faithful protocol over {over_seeds['seed'].nunique()} random splits")
+    if labelled:
+        ax.legend(loc="lower left")
+    fig.tight_layout()
+    return fig

@@ -78,6 +78,19 @@ def _summary_rows(out_dir: Path, name: str) -> list[dict]:
     return json.loads(path.read_text(encoding="utf-8")).get("summary", [])
 
 
+#: The "differs from the paper in" cell of a summary row that does not say.
+NO_PAPER_NUMBER = "the paper reports no such number"
+NOT_STATED = "not stated by the notebook"
+
+
+def _differs_cell(row: dict) -> str:
+    """A summary row's ``differs`` (what differs from the paper), with our model and the paper's below it
+    (``model``, ``paper_model``); rows without ``differs`` say why."""
+    differs = row.get("differs") or (NO_PAPER_NUMBER if row.get("paper") is None else NOT_STATED)
+    models = [f"{label}: {row[key]}" for label, key in (("ours", "model"), ("paper", "paper_model")) if row.get(key)]
+    return escape(str(differs)) + "".join(f"<br><small>{escape(str(m))}</small>" for m in models)
+
+
 def confidence_interval(row: dict) -> tuple[float, float] | None:
     """Our interval of a summary row: its ``ci`` (``[low, high]``), else the first "NN% CI a-b" (or
     "[a, b]") in its note; None if it has neither."""
@@ -132,16 +145,16 @@ def _summary_section(out_dir: Path, names: list[str]) -> str:
         body = "".join(
             f"<tr><td>{escape(row['metric'])}</td>"
             f'<td class="num">{_fmt(row.get("paper"))}</td><td class="num">{_fmt(row.get("ours"))}</td>'
-            f"<td>{_cue(kind, row)}</td><td>{escape(str(row.get('note', '')))}</td></tr>"
+            f"<td>{_cue(kind, row)}</td><td>{escape(str(row.get('note', '')))}</td><td>{_differs_cell(row)}</td></tr>"
             for row, kind in zip(rows, kinds)
         )
         groups.append(
-            f'<tr class="task"><th colspan="5">{escape(name)} {report}<small>{escape(tally)}</small></th></tr>{body}'
+            f'<tr class="task"><th colspan="6">{escape(name)} {report}<small>{escape(tally)}</small></th></tr>{body}'
         )
     return (
         '<table class="summary"><tr><th>metric</th><th>paper</th><th>ours</th><th>vs paper</th>'
-        "<th>note (split, protocol, interval)</th></tr>"
-        + ("".join(groups) or '<tr><td colspan="5">no metrics yet</td></tr>')
+        "<th>note (split, protocol, interval)</th><th>differs from the paper in</th></tr>"
+        + ("".join(groups) or '<tr><td colspan="6">no metrics yet</td></tr>')
         + "</table>"
     )
 
