@@ -180,3 +180,23 @@ def test_claims_against_the_quick_profiles_outputs(tmp_path, monkeypatch):
     sources = claims.Sources(reports)
     for claim in keyed:  # the README's own keys name entries the reports have
         sources.resolve(claim.key)
+
+
+def test_a_key_can_name_a_cell_of_a_reports_csv_table(tmp_path):
+    reports = write_reports(tmp_path / "quick")
+    (reports / "01_x" / "tables").mkdir()
+    (reports / "01_x" / "tables" / "counts_by_source.csv").write_text(
+        "source,class,mape,exact\nPBC,RBC,9.41,\nPBC,WBC,,0.988\nBCCD,RBC,15.2,\n"
+    )
+    sources = claims.Sources(reports)
+    assert sources.resolve('01_x:tables.counts_by_source[source="PBC", class="RBC"].mape') == 9.41
+    assert sources.resolve('01_x:tables.counts_by_source[source="PBC", class="WBC"].exact*100') == 98.8
+    assert sources.resolve('01_x:tables.counts_by_source[source="PBC", class="WBC"].mape') != 0  # NaN
+    with pytest.raises(KeyError, match="0 items"):
+        sources.resolve('01_x:tables.counts_by_source[source="Raabin", class="RBC"].mape')
+    with pytest.raises(KeyError, match="'nowhere'"):
+        sources.resolve("01_x:tables.nowhere[0].mape")
+    with pytest.raises(KeyError, match="is not a number"):
+        sources.resolve("01_x:tables.counts_by_source[0].source")
+    text = '| x | ours |\n|---|---|\n| RBC MAPE, PBC | 9.4% <!-- 01_x:tables.counts_by_source[source="PBC", class="RBC"].mape --> |\n'
+    assert claims.check_claims(text, reports).ok

@@ -7,8 +7,9 @@ where each of its numbers comes from in an HTML comment, one *key* per number, i
     | VGG16-SSD300 mAP@0.5 | 0.84 <!-- 01_detection:summary[metric="VGG16-SSD300 mAP@0.5"].paper --> | 0.897 [0.871, 0.919] <!-- 01_detection:metrics.map[model="VGG16-SSD300"].mAP50 .ci_low .ci_high --> |
 
 Rendered, the comments are invisible. A key is ``<notebook>:<path>``: the path walks the notebook's
-``reports/<profile>/<notebook>/metrics.json`` (``summary...`` or ``metrics...``) or, with ``params...``,
-the notebook's parameters in ``reports/<profile>/runs.json``; a segment is a name, ``name[3]`` (a list
+``reports/<profile>/<notebook>/metrics.json`` (``summary...`` or ``metrics...``), with ``params...``
+the notebook's parameters in ``reports/<profile>/runs.json``, or with ``tables.<name>...`` the rows of the
+notebook's ``tables/<name>.csv`` (``tables.counts_by_source[source="PBC", class="RBC"].mape``); a segment is a name, ``name[3]`` (a list
 index) or ``name[field="value", ...]`` (the one list item whose fields equal the values); a name with
 spaces is quoted (``"train minutes"``). A key starting with
 ``.`` replaces the last segment of the key before it. A key may end in ``*<number>`` or ``/<number>``
@@ -26,6 +27,7 @@ from the reports (same decimals), the way to update the README after a new rende
 from __future__ import annotations
 
 import argparse
+import csv
 import json
 import math
 import re
@@ -253,11 +255,23 @@ class Sources:
         self._cache: dict[str, Any] = {}
 
     def document(self, notebook: str, root: str) -> Any:
-        """``{"summary", "metrics", ...}`` of the notebook's ``metrics.json``, or ``{"params": ...}``."""
+        """``{"summary", "metrics", ...}`` of the notebook's ``metrics.json``, ``{"params": ...}`` or
+        ``{"tables": {name: [row, ...]}}`` (the notebook's ``tables/<name>.csv``, cells as text)."""
         if root == "params":
             runs = self._load(self.reports / "runs.json")
             return {"params": runs["notebooks"][notebook]["parameters"]}
+        if root == "tables":
+            folder = self.reports / notebook / "tables"
+            if not folder.is_dir():
+                raise KeyError(f"no folder {folder}")
+            return {"tables": {path.stem: self._load_csv(path) for path in sorted(folder.glob("*.csv"))}}
         return self._load(self.reports / notebook / "metrics.json")
+
+    def _load_csv(self, path: Path) -> list[dict[str, str]]:
+        if str(path) not in self._cache:
+            with path.open(newline="", encoding="utf-8") as rows:
+                self._cache[str(path)] = list(csv.DictReader(rows))
+        return self._cache[str(path)]
 
     def _load(self, path: Path) -> Any:
         if str(path) not in self._cache:
@@ -297,8 +311,13 @@ class Sources:
                 if len(found) != 1:
                     raise KeyError(f"{key}: {len(found)} items of {name!r} have {where}")
                 node = found[0]
-        if node is None:  # metrics.json writes NaN as null
+        if node is None or node == "":  # metrics.json writes NaN as null, a CSV as an empty cell
             return math.nan
+        if isinstance(node, str) and segments[0][0] == "tables":
+            try:
+                node = float(node)
+            except ValueError:
+                raise KeyError(f"{key}: {node!r} is not a number") from None
         if isinstance(node, bool) or not isinstance(node, (int, float)):
             raise KeyError(f"{key}: {node!r} is not a number")
         value = float(node)
