@@ -24,11 +24,11 @@ from bloodlib.detection.metrics import (
     Prediction,
     above_threshold,
     average_precision,
-    bootstrap_ci,
     choose_count_thresholds,
     count_errors,
     count_frame,
 )
+from bloodlib.detection.resampling import map_interval
 from bloodlib.detection.scaled import ScaleSpec, label_rbc_diameter, predict_scaled
 from bloodlib.imaging.scale import estimate_rbc_diameter
 
@@ -117,12 +117,7 @@ def detection_by_source(
     for source, idx in groups.items():
         p, a = [preds[i] for i in idx], [annotations[i] for i in idx]
         ap = average_precision(p, a)
-        low, high = bootstrap_ci(
-            lambda r, p=p, a=a: average_precision([p[i] for i in r], [a[i] for i in r])["mAP"],
-            len(a),
-            samples=samples,
-            seed=seed,
-        )
+        low, high = map_interval(p, a, samples=samples, seed=seed)
         rows.append(
             {
                 "source": source,
