@@ -256,7 +256,12 @@ def bootstrap_ci(
     if samples <= 0:
         return (math.nan, math.nan)
     rng = np.random.default_rng(seed)
-    values = np.array([statistic(rng.integers(0, n, size=n)) for _ in range(samples)], dtype=float)
+    return percentile_interval([statistic(rng.integers(0, n, size=n)) for _ in range(samples)], level)
+
+
+def percentile_interval(values: Sequence[float] | np.ndarray, level: float = 0.95) -> tuple[float, float]:
+    """``(low, high)`` percentile interval of the finite ``values`` (NaN, NaN without any)."""
+    values = np.asarray(values, dtype=float)
     values = values[np.isfinite(values)]
     if values.size == 0:
         return (math.nan, math.nan)

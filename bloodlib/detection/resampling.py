@@ -27,7 +27,7 @@ import torch
 from torchvision.ops import box_iou
 
 from bloodlib.detection.data import CLASSES, Annotation
-from bloodlib.detection.metrics import Prediction
+from bloodlib.detection.metrics import Prediction, percentile_interval
 
 #: COCO's 101 recall thresholds as torchmetrics passes them (``torch.linspace`` in float32: a recall of
 #: exactly k/n sits on the same side of each threshold as in :func:`~.metrics.average_precision`).
@@ -148,17 +148,6 @@ def bootstrap_weights(n: int, *, samples: int, seed: int) -> np.ndarray:
         raise ValueError(f"bootstrap needs at least one item, got n={n}")
     rng = np.random.default_rng(seed)
     return np.stack([np.bincount(rng.integers(0, n, size=n), minlength=n) for _ in range(samples)]).reshape(samples, n)
-
-
-def percentile_interval(values: np.ndarray, level: float = 0.95) -> tuple[float, float]:
-    """``(low, high)`` percentile interval of the finite ``values`` (NaN, NaN without any)."""
-    values = np.asarray(values, dtype=float)
-    values = values[np.isfinite(values)]
-    if values.size == 0:
-        return (math.nan, math.nan)
-    alpha = (1 - level) / 2
-    low, high = np.quantile(values, [alpha, 1 - alpha])
-    return (float(low), float(high))
 
 
 def map_interval(
