@@ -25,9 +25,13 @@ from tests.test_report_runner import make_project
 
 @pytest.fixture
 def demo(tmp_path, monkeypatch):
+    # Ctrl-C as at a terminal: a shell script's background job (`make test &`) starts with SIGINT
+    # ignored, and then Python never turns it into KeyboardInterrupt.
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
     monkeypatch.setitem(params_mod.SCHEMAS, "90_demo", "tests.test_report_runner:DemoParams")
     monkeypatch.setenv("BLOODLIB_ROOT", str(tmp_path))
-    return make_project(tmp_path)
+    yield make_project(tmp_path)
+    signal.signal(signal.SIGINT, previous)
 
 
 def previous_report(root: Path) -> Path:
