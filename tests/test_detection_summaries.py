@@ -11,7 +11,7 @@ import pandas as pd
 import pytest
 import torch
 
-from bloodlib.detection import evaluation
+from bloodlib.detection import evaluation, selection
 from bloodlib.detection.data import Annotation
 from bloodlib.detection.paper import model_descriptions
 from bloodlib.modelcache import ModelRun
@@ -179,7 +179,7 @@ def test_epoch_table_marks_the_epoch_kept():
     run = ModelRun("detection/ssd_vgg16", {}, {})
     history = [{"epoch": 1, "val_mAP": 0.2}, {"epoch": 2}, {"epoch": 3, "val_mAP": 0.5}]
     detector = TrainedModel("VGG16-SSD300", torch.nn.Linear(2, 1), history, 3, 60.0, True, run)
-    table = evaluation.epoch_table({"vgg16": detector})
+    table = selection.epoch_table({"vgg16": detector})
     assert table["epoch"].tolist() == [1, 3] and table["kept"].tolist() == [False, True]
 
 
@@ -195,8 +195,8 @@ def test_hsv_grid_scores_every_point_and_marks_the_parameters(tmp_path):
     cv2.imwrite(str(path), cv2.cvtColor(image, cv2.COLOR_RGB2BGR))
     a = Annotation("a", path, 640, 480, np.array([[95, 100, 165, 170]], np.float32), np.array([2], np.int64))
     hsv = HSVThresholds(120, 150, 90, 0, 255, 3, 5, 100, 1.4)
-    grid = evaluation.hsv_grid([a], hsv, {"min_area": (100, 1000)})
+    grid = selection.hsv_grid([a], hsv, {"min_area": (100, 1000)})
     assert grid["min_area"].tolist() == [100, 1000] and grid["params"].tolist() == [True, False]
     assert grid["boxes"].tolist() == [2, 1] and grid["found"].tolist() == [1, 1]
     assert grid["best"].tolist() == [False, True]
-    assert "grid's best is min_area 1000" in evaluation.hsv_grid_text(grid)
+    assert "grid's best is min_area 1000" in selection.hsv_grid_text(grid)
