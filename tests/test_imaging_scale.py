@@ -155,6 +155,8 @@ def test_scale_errors_and_summary():
     assert list(errors["truth_px"]) == [20.0, 40.0, 20.0, 40.0]
     assert errors.loc[errors["source"] == "synthetic", "relative_error"].abs().max() < 0.15
     summary = summarize_scale_errors(errors)
+    assert list(summary.columns[:2]) == ["source", "scale"]  # columns, so that the report's CSV keeps them
+    summary = summary.set_index(["source", "scale"])
     assert summary.loc[("synthetic", 2.0), "within_15pct"] == 1.0
     assert summary.loc[("blank", 1.0), "missing"] == 1.0
     assert summary.loc[("blank", 1.0), "within_30pct"] == 0.0

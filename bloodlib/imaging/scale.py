@@ -189,7 +189,7 @@ def summarize_scale_errors(errors: pd.DataFrame) -> pd.DataFrame:
         missing=errors["diameter_px"].isna(),
         ms=errors["seconds"] * 1e3,
     )
-    return grouped.groupby(["source", "scale"]).agg(
+    return grouped.groupby(["source", "scale"], as_index=False).agg(
         images=("image", "size"),
         median_abs_error=("absolute", "median"),
         median_error=("relative_error", "median"),
