@@ -29,5 +29,6 @@ def test_every_summary_row_gets_a_differs_cell(tmp_path):
     assert "width 0.25; &lt;no ImageNet&gt;<br><small>ours: SSD300, VGG16-BN backbone at width 0.25" in html
     assert "<small>paper: SSD300-VGG16, ImageNet-pretrained</small>" in html
     assert f"<td>{NO_PAPER_NUMBER}</td>" in html and f"<td>{NOT_STATED}</td>" in html
+    assert '<details class="differs"><summary>width 0.25</summary>width 0.25; &lt;no ImageNet&gt;' in html  # folded
     summary_table = html.split('<table class="summary">', 1)[1].split("</table>", 1)[0]
     assert summary_table.count("<tr><td>") == 3 and summary_table.count("<br><small>") == 2  # one row per summary row

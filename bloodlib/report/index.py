@@ -27,6 +27,7 @@ tr.task th{background:#e8eef6;font-size:105%}tr.task th small{font-weight:normal
 .cue.better{background:#d8f0d8;color:#145214}.cue.within{background:#e4e9f2;color:#1f3d66}
 .cue.worse{background:#f8dcdc;color:#8a1020}.cue.none{color:#888;font-weight:normal}
 p.legend{font-size:90%;color:#444}
+details.differs summary{cursor:pointer;font-size:92%}details.differs[open] summary{color:#555}
 """
 
 #: Words in a metric's name that make a lower value the better one (errors, false negatives, time).
@@ -88,7 +89,12 @@ def _differs_cell(row: dict) -> str:
     (``model``, ``paper_model``); rows without ``differs`` say why."""
     differs = row.get("differs") or (NO_PAPER_NUMBER if row.get("paper") is None else NOT_STATED)
     models = [f"{label}: {row[key]}" for label, key in (("ours", "model"), ("paper", "paper_model")) if row.get(key)]
-    return escape(str(differs)) + "".join(f"<br><small>{escape(str(m))}</small>" for m in models)
+    text = escape(str(differs)) + "".join(f"<br><small>{escape(str(m))}</small>" for m in models)
+    if not row.get("differs") and not models:
+        return text
+    # folded: the same deviations repeat on every row of a model and would make the summary pages long
+    first = escape(str(differs).split(";", 1)[0])
+    return f'<details class="differs"><summary>{first}</summary>{text}</details>'
 
 
 def confidence_interval(row: dict) -> tuple[float, float] | None:
