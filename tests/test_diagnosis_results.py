@@ -16,7 +16,6 @@ import numpy as np
 import pandas as pd
 import pytest
 import yaml
-from sklearn.datasets import make_classification
 
 from bloodlib.diagnosis import (
     CLASSIFIERS,
@@ -32,6 +31,7 @@ from bloodlib.diagnosis import (
     summary_rows,
 )
 from bloodlib.params import build
+from tests.diagnosis_helpers import synthetic_cohort
 
 PARAMS_DIR = Path(__file__).resolve().parents[1] / "params"
 FIELDS = [f.name for f in dataclasses.fields(CovidDiagnosisParams)]
@@ -87,12 +87,7 @@ def test_params_reject_bad_values():
 
 @pytest.fixture(scope="module")
 def cohort() -> pd.DataFrame:
-    X, y = make_classification(n_samples=120, n_features=9, n_informative=4, weights=[0.4], random_state=2)
-    cols = ["sex", "age", "wbc", "platelets", "neutrophils", "lymphocytes", "monocytes", "eosinophils", "basophils"]
-    df = pd.DataFrame(X, columns=cols)
-    df["covid"] = y
-    df["duplicate_group"] = np.arange(len(df))
-    return df
+    return synthetic_cohort(120, negative_share=0.4, seed=2)
 
 
 @pytest.fixture(scope="module")

@@ -5,7 +5,6 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 import pytest
-from sklearn.datasets import make_classification
 
 from bloodlib.diagnosis.faithful import faithful_over_seeds, run_faithful, seed_summary
 from bloodlib.diagnosis.honest import (
@@ -18,6 +17,7 @@ from bloodlib.diagnosis.honest import (
 )
 from bloodlib.diagnosis.plots import seeds_figure
 from bloodlib.diagnosis.results import knn_table, seeds_table, selection_table
+from tests.diagnosis_helpers import synthetic_cohort
 
 
 def _result(inner: dict[tuple[int, int], dict[str, float]], auc: dict[str, float]) -> HonestResult:
@@ -59,12 +59,7 @@ def test_the_inner_cv_chooses_per_fold_without_the_outer_scores():
 
 @pytest.fixture(scope="module")
 def cohort() -> pd.DataFrame:
-    X, y = make_classification(n_samples=90, n_features=9, n_informative=4, weights=[0.35], random_state=5)
-    cols = ["sex", "age", "wbc", "platelets", "neutrophils", "lymphocytes", "monocytes", "eosinophils", "basophils"]
-    df = pd.DataFrame(X, columns=cols)
-    df["covid"] = y
-    df["duplicate_group"] = np.arange(len(df))
-    return df
+    return synthetic_cohort(90, negative_share=0.35, seed=5)
 
 
 def test_faithful_over_seeds_reuses_the_first_split_and_summarises_the_spread(cohort):

@@ -5,7 +5,6 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 import pytest
-from sklearn.datasets import make_classification
 
 from bloodlib.diagnosis import DISPLAY_NAMES, feature_columns, run_faithful, run_honest, summary_rows
 from bloodlib.diagnosis.results import (
@@ -21,18 +20,14 @@ from bloodlib.diagnosis.results import (
     table4_display,
 )
 from bloodlib.paper import paper_results
+from tests.diagnosis_helpers import synthetic_cohort
 
 NAMES = ["logistic_regression", "knn"]
 
 
 @pytest.fixture(scope="module")
 def cohort() -> pd.DataFrame:
-    X, y = make_classification(n_samples=80, n_features=9, n_informative=4, weights=[0.4], random_state=3)
-    cols = ["sex", "age", "wbc", "platelets", "neutrophils", "lymphocytes", "monocytes", "eosinophils", "basophils"]
-    df = pd.DataFrame(X, columns=cols)
-    df["covid"] = y
-    df["duplicate_group"] = np.arange(len(df)) // 2 * 2  # every second record duplicates the one before
-    return df
+    return synthetic_cohort(80, negative_share=0.4, seed=3, pairs=True)
 
 
 @pytest.fixture(scope="module")
