@@ -11,6 +11,11 @@ and any change of recipe or data trains anew. The folder holds
 - ``run.json`` -- written last: the parameters, data fingerprints, history, best epoch, training
   time, and the size and sha256 of ``final.pt`` (checked when the weights are loaded).
 
+What a finished model predicted can be kept too (:func:`cached_output`): under
+``<models root>/predictions/<task>/<key>/``, keyed by the weights' sha256 and a hash of the inputs, so
+a re-rendered report reuses predictions of the same weights on the same data (Task 2's 8-view
+test-time augmentation of eight models is ~15 minutes on two cores).
+
 Every ``.pt`` file is read with ``torch.load(weights_only=True)``: tensors and plain containers
 only, so a model file cannot run code. The models root is ``BLOODLIB_MODELS`` if set, else
 ``<user cache>/models``.
@@ -28,11 +33,15 @@ from __future__ import annotations
 import contextlib
 import contextvars
 import hashlib
+import io
 import json
 import os
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+import numpy as np
 
 from bloodlib.fsutil import atomic_write_bytes, atomic_write_text, file_lock, lock_timeout, move_aside
 from bloodlib.paths import cache_dir
@@ -410,3 +419,44 @@ def seed_everything(seed: int) -> None:
     np.random.seed(seed)
     torch.manual_seed(seed)
     torch.cuda.manual_seed_all(seed)
+
+
+def cached_output(run: ModelRun, kind: str, inputs: dict[str, Any], compute: Callable[[], np.ndarray]) -> np.ndarray:
+    """``compute()`` for the finished ``run``, or the array it returned before for the same weights and inputs.
+
+    Args:
+        run: a completed cache entry; its ``final.pt`` sha256 (``run.json``) is part of the key, so
+            weights trained again under the same key never reuse old predictions.
+        kind: what is computed, e.g. ``"logits"`` (the file name's prefix).
+        inputs: everything else the output depends on (a hash of the input data, sizes, flags),
+            JSON-serialisable.
+        compute: returns a numeric ``numpy`` array.
+
+    The array is stored as ``<models root>/predictions/<task>/<key>/<kind>-<hash>.npy`` and read
+    with ``allow_pickle=False``; a file that cannot be read back is computed and written again.
+
+    Raises:
+        ModelNotTrainedError: ``run`` has not finished training.
+    """
+    if not run.is_complete():
+        raise ModelNotTrainedError(f"no trained model for {run.task} (key {run.key}) in {run.folder}")
+    weights = read_info(run.folder)["files"].get("final.pt", {}).get("sha256", "")
+    path = (
+        (run.root or models_root())
+        / "predictions"
+        / run.task
+        / run.key
+        / f"{kind}-{run_key(inputs, {'final.pt': weights})}.npy"
+    )
+    if path.is_file():
+        try:
+            return np.load(path, allow_pickle=False)
+        except (OSError, ValueError, EOFError):
+            pass  # damaged: computed again below
+    values = np.asarray(compute())
+    if values.dtype == object:
+        raise ValueError(f"{kind}: compute() must return a numeric array, got dtype object")
+    buffer = io.BytesIO()
+    np.save(buffer, values, allow_pickle=False)
+    atomic_write_bytes(path, buffer.getvalue())
+    return values

@@ -92,3 +92,26 @@ def test_test_time_augmentation_is_orientation_free():
     tta = predict_logits(model, canvases, (32, 32), tta=True)
     assert torch.allclose(tta, predict_logits(model, turned, (32, 32), tta=True), atol=1e-5)
     assert torch.allclose(tta.exp().sum(1), torch.ones(4), atol=1e-5)
+
+
+def test_trained_models_predict_once_per_weights_and_canvases(tmp_path, monkeypatch):
+    from bloodlib.classification import evaluation
+    from bloodlib.modelcache import ModelRun
+    from bloodlib.training import TrainedModel
+
+    torch.manual_seed(0)
+    model = build_model("arch1").eval()
+    run = ModelRun("wbc_subtypes/arch1", {"seed": 0}, {"data": "d"}, tmp_path)
+    run.save_final(model.state_dict(), history=[{"epoch": 1}], best_epoch=1, train_seconds=1.0)
+    trained = TrainedModel("arch1", model, [{"epoch": 1}], 1, 1.0, True, run)
+    canvases = torch.randint(0, 256, (4, 3, 40, 40), dtype=torch.uint8)
+    calls = []
+    real = evaluation.predict_logits
+    monkeypatch.setattr(evaluation, "predict_logits", lambda *a, **k: calls.append(k["tta"]) or real(*a, **k))
+    direct = evaluation.logits(model, canvases, (32, 32), batch_size=2, tta=True)
+    first = evaluation.logits(trained, canvases, (32, 32), batch_size=2, tta=True)
+    again = evaluation.logits(trained, canvases, (32, 32), batch_size=3, tta=True)
+    assert torch.equal(first, direct) and torch.equal(again, direct) and calls == [True, True]
+    evaluation.logits(trained, canvases, (32, 32), batch_size=2, tta=False)  # another view count: predicted
+    evaluation.logits(trained, canvases.flip(-1), (32, 32), batch_size=2, tta=True)  # other canvases: predicted
+    assert calls == [True, True, False, True]

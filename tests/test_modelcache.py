@@ -51,3 +51,36 @@ def test_find_run_by_parameters(tmp_path):
     ignore = (("split", "val_groups"),)
     assert find_run(tmp_path, "task", {"x": 1, "split": {"val_groups": []}}, ignore) == runs["a"]
     assert find_run(tmp_path, "task", {"x": 3}) is None
+
+
+def test_cached_output_reuses_only_the_same_weights_and_inputs(tmp_path):
+    import numpy as np
+
+    from bloodlib.modelcache import cached_output
+
+    run = ModelRun("demo/net", {"width": 0.5}, {"data": "x"}, tmp_path)
+    calls = []
+
+    def compute(value: float):
+        calls.append(value)
+        return np.full((3, 2), value, dtype=np.float32)
+
+    with pytest.raises(ModelNotTrainedError):
+        cached_output(run, "logits", {"data": "a"}, lambda: compute(1.0))
+    model = torch.nn.Linear(2, 1)
+    run.save_final(model.state_dict(), history=[], best_epoch=1, train_seconds=1.0)
+    first = cached_output(run, "logits", {"data": "a"}, lambda: compute(1.0))
+    again = cached_output(run, "logits", {"data": "a"}, lambda: compute(2.0))
+    other = cached_output(run, "logits", {"data": "b"}, lambda: compute(3.0))
+    assert calls == [1.0, 3.0] and np.array_equal(first, again) and other[0, 0] == 3.0
+    stored = sorted((tmp_path / "predictions" / "demo/net" / run.key).glob("logits-*.npy"))
+    assert len(stored) == 2
+    for path in stored:
+        path.write_bytes(b"not an array")  # damaged: computed again, never trusted
+    assert cached_output(run, "logits", {"data": "a"}, lambda: compute(4.0))[0, 0] == 4.0
+    with torch.no_grad():
+        model.weight.add_(1.0)  # trained again under the same key: other weights, no reuse
+    run.save_final(model.state_dict(), history=[], best_epoch=1, train_seconds=1.0)
+    assert cached_output(run, "logits", {"data": "a"}, lambda: compute(5.0))[0, 0] == 5.0
+    assert calls == [1.0, 3.0, 4.0, 5.0]
+    assert {p.name for p in run.folder.iterdir()} == {"final.pt", "run.json"}  # what bundles export is unchanged

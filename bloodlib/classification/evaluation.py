@@ -3,6 +3,9 @@ model selected on validation."""
 
 from __future__ import annotations
 
+import hashlib
+from collections.abc import Mapping
+
 import numpy as np
 import pandas as pd
 import torch
@@ -12,7 +15,9 @@ from bloodlib.classification.data import CLASSES
 from bloodlib.classification.engine import predict_logits
 from bloodlib.classification.metrics import METRICS, confusion, metrics_table, scores
 from bloodlib.classification.train import EVAL_SETS
+from bloodlib.modelcache import cached_output
 from bloodlib.paper import paper_results
+from bloodlib.training import TrainedModel
 
 #: our model name -> key in the ``task2_wbc_subtypes`` section of ``paper_results.yaml``.
 PAPER_KEYS = {
@@ -41,8 +46,35 @@ def table3_sets(sets: dict[str, CanvasSet], names: tuple[str, ...] = EVAL_SETS) 
     return {name: sets[name] for name in names}
 
 
+def logits(
+    model: torch.nn.Module | TrainedModel,
+    canvases: torch.Tensor,
+    input_size: tuple[int, int],
+    *,
+    batch_size: int,
+    tta: bool = False,
+) -> torch.Tensor:
+    """:func:`~.engine.predict_logits` ``(N, C)``; for a :class:`~bloodlib.training.TrainedModel`
+    kept in the model cache (:func:`~bloodlib.modelcache.cached_output`, keyed by its weights and a
+    sha256 of ``canvases``), so a re-rendered report does not predict again."""
+    if not isinstance(model, TrainedModel):
+        return predict_logits(model, canvases, input_size, batch_size, tta=tta)
+    canvases = canvases.contiguous()
+    inputs = {
+        "canvases": hashlib.sha256(canvases.numpy().data).hexdigest(),
+        "shape": list(canvases.shape),
+        "input_size": list(input_size),
+        "tta": tta,
+    }
+
+    def compute() -> np.ndarray:
+        return predict_logits(model.model, canvases, input_size, batch_size, tta=tta).numpy()
+
+    return torch.from_numpy(cached_output(model.run, "logits", inputs, compute))
+
+
 def predictions(
-    models: dict[str, torch.nn.Module],
+    models: Mapping[str, torch.nn.Module | TrainedModel],
     sets: dict[str, CanvasSet],
     input_size: tuple[int, int],
     *,
@@ -52,12 +84,13 @@ def predictions(
     """One row per (model, set, image): ``model, set, item, y_true, y_pred, group, source, p_<CLASS>...``.
 
     ``tta``: average the class probabilities over each input's rotations and mirror images
-    (:func:`~.engine.symmetry_views`)."""
+    (:func:`~.engine.symmetry_views`). Trained models' predictions come from the model cache when
+    it holds them (:func:`logits`)."""
     frames = []
     for name, model in models.items():
         for set_name, data in sets.items():
-            logits = predict_logits(model, data.canvases, input_size, batch_size, tta=tta)
-            probs = torch.softmax(logits, 1).numpy()
+            logits_ = logits(model, data.canvases, input_size, batch_size=batch_size, tta=tta)
+            probs = torch.softmax(logits_, 1).numpy()
             frame = pd.DataFrame(
                 {
                     "model": name,
@@ -114,7 +147,12 @@ def selected_model(trained: dict) -> str:
 
 
 def tta_selection(
-    models: dict[str, torch.nn.Module], val: CanvasSet, input_size: tuple[int, int], *, batch_size: int, tta: bool
+    models: Mapping[str, torch.nn.Module | TrainedModel],
+    val: CanvasSet,
+    input_size: tuple[int, int],
+    *,
+    batch_size: int,
+    tta: bool,
 ) -> pd.DataFrame:
     """Validation balanced accuracy and accuracy of every model with test-time augmentation off and on
     (:func:`predictions` of the validation set ``val``), the gain, and ``params``: the setting the

@@ -245,7 +245,7 @@ def evaluate_variant(
 
     eval_sets = {name: normalized(data.sets[name], reference) for name in sets}
     preds = predictions(
-        {trained.name: trained.model},
+        {trained.name: trained},
         eval_sets,
         data.policy.input_size,
         batch_size=data.recipe.eval_batch_size,
