@@ -119,3 +119,54 @@ def test_detection_params_check_the_tta_fields():
         dataclasses.replace(p, tta_views=3)
     with pytest.raises(ValueError, match="tta_iou"):
         dataclasses.replace(p, tta_iou=1.5)
+
+
+def test_trained_detectors_predict_each_field_once_per_weights(tmp_path):
+    """A trained model's flipped views are kept in the model cache: the same weights on the same image
+    files give the stored detections (exactly what predicting again gives); another file predicts."""
+    import numpy as np
+    from PIL import Image
+
+    from bloodlib.detection.cached import from_array, to_array
+    from bloodlib.detection.data import Annotation
+    from bloodlib.detection.evaluation import tta_predictions
+    from bloodlib.detection.tta import view_predictions
+    from bloodlib.modelcache import ModelRun
+    from bloodlib.training import TrainedModel
+
+    class Counting(BrightSquareAndCorner):
+        calls = 0
+
+        def forward(self, images):
+            Counting.calls += len(images)
+            return super().forward(images)
+
+    fields = []
+    for name, shift in (("a", 0), ("b", 3)):
+        pixels = (image_with_square().roll(shift, dims=-1).permute(1, 2, 0).numpy() * 255).astype(np.uint8)
+        Image.fromarray(pixels).save(tmp_path / f"{name}.png")
+        fields.append(Annotation(name, tmp_path / f"{name}.png", 64, 48, np.zeros((0, 4), np.float32), np.zeros(0)))
+    network = Counting()
+    run = ModelRun("detection/fake", {"seed": 0}, {"data": "d"}, tmp_path / "models")
+    run.save_final(network.state_dict(), history=[], best_epoch=1, train_seconds=1.0)
+    trained = TrainedModel("fake", network, [], 1, 1.0, True, run)
+
+    plain = view_predictions(network, fields, views=4)
+    assert Counting.calls == 8
+    first = view_predictions(trained, fields, views=4)
+    again = view_predictions(trained, fields, views=4)
+    assert Counting.calls == 16  # the second call read the cache
+    for a, b, c in zip(plain, first, again):
+        for x, y, z in zip(a, b, c):
+            assert all(torch.equal(x[k], y[k]) and torch.equal(x[k], z[k]) and x[k].dtype == z[k].dtype for k in x)
+    fused = tta_predictions({"fake": trained}, fields, views=4, iou=0.5)["fake"]
+    direct = predict_tta(network, fields, views=4, iou=0.5)
+    assert Counting.calls == 16 + 8  # predict_tta ran; tta_predictions read the cache
+    assert all(
+        torch.equal(f["boxes"], d["boxes"]) and torch.equal(f["scores"], d["scores"]) for f, d in zip(fused, direct)
+    )
+    view_predictions(trained, fields[:1], views=4)  # other fields: predicted
+    assert Counting.calls == 24 + 4
+    assert to_array([[]]).shape == (0, 8) and from_array(to_array(plain), 2, 4)[1][3]["labels"].dtype == torch.int64
+    with pytest.raises(ValueError, match="array of detections"):
+        from_array(np.zeros((2, 3)), 1, 1)

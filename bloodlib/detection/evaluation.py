@@ -12,7 +12,7 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
@@ -35,6 +35,9 @@ from bloodlib.detection.metrics import (
 from bloodlib.detection.paper import paper_hsv_wbc_accuracy, paper_table2
 from bloodlib.detection.resampling import map_interval
 from bloodlib.detection.train import DISPLAY
+
+if TYPE_CHECKING:
+    from bloodlib.training import TrainedModel
 
 Predictions = dict[str, Sequence[Prediction]]
 
@@ -366,7 +369,7 @@ def hsv_found_text(found: dict[str, Any]) -> str:
 
 
 def tta_predictions(
-    models: dict[str, torch.nn.Module],
+    models: dict[str, torch.nn.Module | TrainedModel],
     annotations: Sequence[Annotation],
     *,
     views: int,
@@ -375,12 +378,15 @@ def tta_predictions(
     progress: bool = False,
 ) -> Predictions:
     """Each model's detections fused over ``views`` flipped views
-    (:func:`~bloodlib.detection.tta.predict_tta`), in the order of ``models``; ``baseline``
-    (the HSV baseline's detections on the same images) is added last under :data:`BASELINE`."""
-    from bloodlib.detection.tta import predict_tta
+    (:func:`~bloodlib.detection.tta.predict_tta`; a trained model's views come from the model cache
+    when it holds them), in the order of ``models``; ``baseline`` (the HSV baseline's detections on
+    the same images) is added last under :data:`BASELINE`."""
+    from bloodlib.detection.tta import fused, view_predictions
 
     preds: Predictions = {
-        name: predict_tta(model, annotations, views=views, iou=iou, progress=progress, desc=name)
+        name: fused(
+            view_predictions(model, annotations, views=views, progress=progress, desc=name), views=views, iou=iou
+        )
         for name, model in models.items()
     }
     if baseline is not None:

@@ -8,15 +8,19 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pandas as pd
 import torch
 
 from bloodlib.detection.baseline import HSVThresholds, detect_wbc
-from bloodlib.detection.data import Annotation, float_image
+from bloodlib.detection.data import Annotation
 from bloodlib.detection.evaluation import BASELINE, Predictions
 from bloodlib.detection.metrics import Prediction, average_precision
+from bloodlib.detection.tta import fused, view_predictions
+
+if TYPE_CHECKING:
+    from bloodlib.training import TrainedModel
 
 #: The HSV baseline's grid on the training images: the values tried for each threshold (the others
 #: stay at the parameters' values).
@@ -85,48 +89,13 @@ def hsv_grid_text(grid: pd.DataFrame) -> str:
     )
 
 
-def view_predictions(
-    model: torch.nn.Module, annotations: Sequence[Annotation], *, views: int = 4, batch_size: int = 8
-) -> list[list[Prediction]]:
-    """Per image, the detections of each of the first ``views`` flips (:data:`~bloodlib.detection.tta.FLIPS`),
-    boxes mapped back to the image's pixels: the input of :func:`fuse_first`."""
-    from bloodlib.detection.engine import predict
-    from bloodlib.detection.tta import FLIPS, flip_image, unflip_boxes
-
-    out: list[list[Prediction]] = []
-    for start in range(0, len(annotations), batch_size):
-        batch = [float_image(a) for a in annotations[start : start + batch_size]]
-        per_flip = [
-            predict(model, [flip_image(x, h, v) for x in batch], batch_size=batch_size) for h, v in FLIPS[:views]
-        ]
-        for i, image in enumerate(batch):
-            height, width = image.shape[-2:]
-            out.append(
-                [
-                    {**p[i], "boxes": unflip_boxes(p[i]["boxes"], width, height, h, v)}
-                    for p, (h, v) in zip(per_flip, FLIPS[:views], strict=True)
-                ]
-            )
-    return out
-
-
-def fuse_first(per_image: Sequence[Sequence[Prediction]], *, views: int, iou: float) -> list[Prediction]:
-    """Each image's first ``views`` views fused at ``iou`` (:func:`~bloodlib.detection.tta.fuse_views`);
-    one view is the plain prediction, as :func:`~bloodlib.detection.tta.predict_tta` gives it."""
-    from bloodlib.detection.tta import fuse_views
-
-    if views == 1:
-        return [v[0] for v in per_image]
-    return [fuse_views(list(v[:views]), iou=iou) for v in per_image]
-
-
 #: The test-time augmentation settings :func:`tta_selection` scores on the validation images.
 TTA_VIEWS: tuple[int, ...] = (1, 2, 4)
 TTA_IOUS: tuple[float, ...] = (0.45, 0.5, 0.55, 0.6)
 
 
 def tta_selection(
-    models: dict[str, torch.nn.Module],
+    models: dict[str, torch.nn.Module | TrainedModel],
     annotations: Sequence[Annotation],
     *,
     views: int,
@@ -148,16 +117,16 @@ def tta_selection(
         per_image = view_predictions(model, annotations, views=max(TTA_VIEWS))
         for n in TTA_VIEWS:
             for fusion_iou in (math.nan,) if n == 1 else sorted({*TTA_IOUS, iou}):
-                fused = fuse_first(per_image, views=n, iou=iou if n == 1 else fusion_iou)
+                kept = fused(per_image, views=n, iou=iou if n == 1 else fusion_iou)
                 is_params = n == views and (n == 1 or fusion_iou == iou)
                 if is_params:
-                    chosen[name] = fused
+                    chosen[name] = kept
                 rows.append(
                     {
                         "model": name,
                         "views": n,
                         "fusion_iou": fusion_iou,
-                        "val_mAP50": average_precision(fused, annotations)["mAP"],
+                        "val_mAP50": average_precision(kept, annotations)["mAP"],
                         "params": is_params,
                     }
                 )

@@ -14,6 +14,7 @@ predictions change (four forward passes per image).
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 import torch
 from torchvision.ops import batched_nms, box_iou
@@ -22,6 +23,9 @@ from tqdm.auto import tqdm
 from bloodlib.detection.data import Annotation, float_image
 from bloodlib.detection.engine import predict
 from bloodlib.detection.metrics import Prediction
+
+if TYPE_CHECKING:
+    from bloodlib.training import TrainedModel
 
 #: ``(horizontal, vertical)`` flips in the order views are added: 1 = none, 2 = + horizontal, 4 = all.
 FLIPS: tuple[tuple[bool, bool], ...] = ((False, False), (True, False), (False, True), (True, True))
@@ -81,6 +85,69 @@ def fuse_views(views: Sequence[Prediction], *, iou: float) -> Prediction:
     return {"boxes": fused[order], "scores": fused_scores[order], "labels": labels[keep][order]}
 
 
+def flip_views(
+    model: torch.nn.Module,
+    images: Sequence[torch.Tensor] | Sequence[Annotation],
+    *,
+    views: int,
+    batch_size: int = 8,
+    progress: bool = False,
+    desc: str = "predict",
+) -> list[list[Prediction]]:
+    """Per image, the detections of each of the first ``views`` of :data:`FLIPS`, boxes mapped back
+    onto the image's pixels (what :func:`fuse_views` fuses).
+
+    Raises:
+        ValueError: ``views`` is not 1, 2 or 4.
+    """
+    if views not in (1, 2, 4):
+        raise ValueError(f"views must be 1, 2 or 4 (flips of the image), got {views}")
+    out: list[list[Prediction]] = []
+    for start in tqdm(
+        range(0, len(images), batch_size), desc=f"{desc} ({views} views)", leave=False, disable=not progress
+    ):
+        batch = [float_image(x) for x in images[start : start + batch_size]]
+        per_flip = [
+            predict(model, [flip_image(x, h, v) for x in batch], batch_size=batch_size) for h, v in FLIPS[:views]
+        ]
+        for i, image in enumerate(batch):
+            height, width = image.shape[-2:]
+            out.append(
+                [
+                    {**p[i], "boxes": unflip_boxes(p[i]["boxes"], width, height, h, v)}
+                    for p, (h, v) in zip(per_flip, FLIPS[:views], strict=True)
+                ]
+            )
+    return out
+
+
+def view_predictions(
+    model: torch.nn.Module | TrainedModel,
+    annotations: Sequence[Annotation],
+    *,
+    views: int,
+    batch_size: int = 8,
+    progress: bool = False,
+    desc: str = "predict",
+) -> list[list[Prediction]]:
+    """:func:`flip_views` of the fields ``annotations``; a trained model's come from the model cache when
+    it holds them (:mod:`~bloodlib.detection.cached`)."""
+    from bloodlib.detection.cached import cached_detections
+
+    def compute(network: torch.nn.Module) -> list[list[Prediction]]:
+        return flip_views(network, annotations, views=views, batch_size=batch_size, progress=progress, desc=desc)
+
+    return cached_detections(model, "flip_views", annotations, {"batch_size": batch_size}, compute, views=views)
+
+
+def fused(per_image: Sequence[Sequence[Prediction]], *, views: int, iou: float) -> list[Prediction]:
+    """Each image's first ``views`` views fused at ``iou`` (:func:`fuse_views`); one view is the
+    plain prediction."""
+    if views == 1:
+        return [v[0] for v in per_image]
+    return [fuse_views(list(v[:views]), iou=iou) for v in per_image]
+
+
 def predict_tta(
     model: torch.nn.Module,
     images: Sequence[torch.Tensor] | Sequence[Annotation],
@@ -103,19 +170,5 @@ def predict_tta(
         raise ValueError(f"views must be 1, 2 or 4 (flips of the image), got {views}")
     if views == 1:
         return predict(model, images, batch_size=batch_size, progress=progress, desc=desc)
-    out: list[Prediction] = []
-    for start in tqdm(
-        range(0, len(images), batch_size), desc=f"{desc} ({views} views)", leave=False, disable=not progress
-    ):
-        batch = [float_image(x) for x in images[start : start + batch_size]]
-        per_flip = [
-            predict(model, [flip_image(x, h, v) for x in batch], batch_size=batch_size) for h, v in FLIPS[:views]
-        ]
-        for i, image in enumerate(batch):
-            height, width = image.shape[-2:]
-            mapped = [
-                {**p[i], "boxes": unflip_boxes(p[i]["boxes"], width, height, h, v)}
-                for p, (h, v) in zip(per_flip, FLIPS[:views], strict=True)
-            ]
-            out.append(fuse_views(mapped, iou=iou))
-    return out
+    per_image = flip_views(model, images, views=views, batch_size=batch_size, progress=progress, desc=desc)
+    return fused(per_image, views=views, iou=iou)

@@ -12,13 +12,15 @@
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
 import torch
 
+from bloodlib.detection.cached import cached_detections
 from bloodlib.detection.data import CLASSES, Annotation, read_image
 from bloodlib.detection.metrics import (
     Prediction,
@@ -31,6 +33,9 @@ from bloodlib.detection.metrics import (
 from bloodlib.detection.resampling import map_interval
 from bloodlib.detection.scaled import ScaleSpec, label_rbc_diameter, predict_scaled
 from bloodlib.imaging.scale import estimate_rbc_diameter
+
+if TYPE_CHECKING:
+    from bloodlib.training import TrainedModel
 
 SOURCE_ORDER = ("BCCD", "PBC", "Raabin")
 
@@ -81,7 +86,7 @@ def estimated_diameters(annotations: Sequence[Annotation]) -> list[float]:
 
 
 def predict(
-    model: torch.nn.Module,
+    model: torch.nn.Module | TrainedModel,
     annotations: Sequence[Annotation],
     diameters: Sequence[float],
     spec: ScaleSpec,
@@ -90,15 +95,20 @@ def predict(
     desc: str = "detect",
 ) -> list[Prediction]:
     """:func:`~bloodlib.detection.scaled.predict_scaled` of every field at its diameter; a field with a NaN
-    diameter is fitted into one tile, as the pipeline does."""
+    diameter is fitted into one tile, as the pipeline does. A trained model's detections come from
+    the model cache when it holds them (:mod:`~bloodlib.detection.cached`)."""
     from tqdm.auto import tqdm
 
-    out = []
-    for a, d in tqdm(list(zip(annotations, diameters)), desc=desc, leave=False, disable=not progress):
-        if not np.isfinite(d):
-            d = spec.rbc_diameter * max(a.width, a.height) / spec.tile
-        out.append(predict_scaled(model, read_image(a.image_path), d, spec=spec))
-    return out
+    def compute(network: torch.nn.Module) -> list[list[Prediction]]:
+        out = []
+        for a, d in tqdm(list(zip(annotations, diameters)), desc=desc, leave=False, disable=not progress):
+            if not np.isfinite(d):
+                d = spec.rbc_diameter * max(a.width, a.height) / spec.tile
+            out.append([predict_scaled(network, read_image(a.image_path), d, spec=spec)])
+        return out
+
+    inputs = {"diameters": [float(d) for d in diameters], "spec": dataclasses.asdict(spec)}
+    return [v[0] for v in cached_detections(model, "scaled", annotations, inputs, compute)]
 
 
 def _by_source(annotations: Sequence[Annotation]) -> dict[str, list[int]]:
@@ -164,8 +174,19 @@ def count_table(frame: pd.DataFrame) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
+def _rescaled(a: Annotation, factor: float) -> np.ndarray:
+    """The field of ``a`` resized by ``factor`` (1 = as it is), RGB uint8."""
+    import cv2
+
+    rgb = _rgb(a)
+    if factor == 1.0:
+        return rgb
+    size = (round(a.width * factor), round(a.height * factor))
+    return cv2.resize(rgb, size, interpolation=cv2.INTER_AREA if factor < 1 else cv2.INTER_LINEAR)
+
+
 def rescaled_counts(
-    model: torch.nn.Module,
+    model: torch.nn.Module | TrainedModel,
     annotations: Sequence[Annotation],
     thresholds: dict[str, float],
     spec: ScaleSpec,
@@ -174,27 +195,26 @@ def rescaled_counts(
     progress: bool = False,
 ) -> pd.DataFrame:
     """RBC count errors per source when every field is resized by each factor (1 = as it is): a
-    synthetic change of magnification, the scale estimated on the resized field."""
-    import cv2
-
+    synthetic change of magnification, the scale estimated on the resized field. A trained model's
+    detections come from the model cache when it holds them."""
     rows = []
     for factor in (1.0, *factors):
-        true, pred, sources = [], [], []
-        for a in annotations:
-            rgb = _rgb(a)
-            if factor != 1.0:
-                size = (round(a.width * factor), round(a.height * factor))
-                rgb = cv2.resize(rgb, size, interpolation=cv2.INTER_AREA if factor < 1 else cv2.INTER_LINEAR)
-            d = estimate_rbc_diameter(rgb).diameter_px
-            if not np.isfinite(d):
-                d = spec.rbc_diameter * max(rgb.shape[:2]) / spec.tile
-            kept = above_threshold(
-                predict_scaled(model, torch.from_numpy(rgb).permute(2, 0, 1), d, spec=spec), thresholds
-            )
-            true.append(a.counts()["RBC"])
-            pred.append(int((kept["labels"] == 1 + CLASSES.index("RBC")).sum()))
-            sources.append(a.source)
-        frame = pd.DataFrame({"source": sources, "true": true, "pred": pred})
+
+        def compute(network: torch.nn.Module, factor: float = factor) -> list[list[Prediction]]:
+            out = []
+            for a in annotations:
+                rgb = _rescaled(a, factor)
+                d = estimate_rbc_diameter(rgb).diameter_px
+                if not np.isfinite(d):
+                    d = spec.rbc_diameter * max(rgb.shape[:2]) / spec.tile
+                out.append([predict_scaled(network, torch.from_numpy(rgb).permute(2, 0, 1), d, spec=spec)])
+            return out
+
+        inputs = {"factor": factor, "spec": dataclasses.asdict(spec)}
+        preds = [v[0] for v in cached_detections(model, "rescaled", annotations, inputs, compute)]
+        true = [a.counts()["RBC"] for a in annotations]
+        pred = [int((above_threshold(p, thresholds)["labels"] == 1 + CLASSES.index("RBC")).sum()) for p in preds]
+        frame = pd.DataFrame({"source": [a.source for a in annotations], "true": true, "pred": pred})
         for source, part in frame.groupby("source", sort=False):
             errors = count_errors(part["true"].to_numpy(), part["pred"].to_numpy())
             rows.append(
@@ -211,7 +231,7 @@ def rescaled_counts(
 
 
 def cross_source_table(
-    detectors: dict[str, torch.nn.Module],
+    detectors: dict[str, torch.nn.Module | TrainedModel],
     val: Sequence[Annotation],
     diameters: Sequence[float],
     spec: ScaleSpec,
