@@ -13,7 +13,10 @@ data. Side files travel with them: ``stain.json`` beside each general classifier
 each general detector (``general/colour/<key>/colour.json``) and, with notebook 04, every cached
 counting-threshold file (``pipeline/count_thresholds/*/thresholds.json``, a few hundred bytes each; their
 keys hash the detector and the validation data, which a bundle cannot recompute without the data, so the
-ones no model here uses are carried but never read). A bundle never holds
+ones no model here uses are carried but never read). The predictions the reports kept for these models
+(``predictions/<task>/<key>/*.npy``, :func:`bloodlib.modelcache.cached_output`) travel too, so a class's
+render does not predict again either; import checks each is a numeric array (read without unpickling)
+and adds them beside the predictions already there. A bundle never holds
 checkpoints (``checkpoint.pt``), the scikit-learn COVID-19 model of notebook 04 (a pickle: it is
 refitted on OSR in seconds) or cached crops.
 
@@ -57,20 +60,24 @@ FORMAT = "bloodlib-models"
 FORMAT_VERSION = 1
 MANIFEST = "manifest.json"
 PREFIX = "models/"
+#: the models root's folder of kept predictions (:func:`bloodlib.modelcache.cached_output`)
+PREDICTIONS = "predictions"
 #: Largest bundle import accepts (sum of its files); the paper profile's models are about 1 GB.
 MAX_TOTAL_BYTES = 8 << 30
 MAX_MANIFEST_BYTES = 16 << 20
 
 _SEGMENT = r"[A-Za-z0-9_+-]+"
 _KEY = re.compile(r"[0-9a-f]{16}")
-#: (task folder, files a folder of that task may hold): every path a bundle may contain.
-ALLOWED: tuple[tuple[re.Pattern[str], frozenset[str]], ...] = (
-    (re.compile(rf"detection/ssd_{_SEGMENT}"), frozenset({"final.pt", "run.json"})),
-    (re.compile(rf"wbc_subtypes/{_SEGMENT}"), frozenset({"final.pt", "run.json"})),
-    (re.compile(rf"general/detector/{_SEGMENT}"), frozenset({"final.pt", "run.json"})),
-    (re.compile(rf"general/classifier/{_SEGMENT}"), frozenset({"final.pt", "run.json", "stain.json"})),
-    (re.compile(r"general/colour"), frozenset({"colour.json"})),
-    (re.compile(r"pipeline/count_thresholds"), frozenset({"thresholds.json"})),
+_RUNS = rf"detection/ssd_{_SEGMENT}|wbc_subtypes/{_SEGMENT}|general/detector/{_SEGMENT}|general/classifier/{_SEGMENT}"
+#: (task folder, names of the files a folder of that task may hold): every path a bundle may contain.
+ALLOWED: tuple[tuple[re.Pattern[str], re.Pattern[str]], ...] = (
+    (re.compile(rf"detection/ssd_{_SEGMENT}"), re.compile(r"final\.pt|run\.json")),
+    (re.compile(rf"wbc_subtypes/{_SEGMENT}"), re.compile(r"final\.pt|run\.json")),
+    (re.compile(rf"general/detector/{_SEGMENT}"), re.compile(r"final\.pt|run\.json")),
+    (re.compile(rf"general/classifier/{_SEGMENT}"), re.compile(r"final\.pt|run\.json|stain\.json")),
+    (re.compile(r"general/colour"), re.compile(r"colour\.json")),
+    (re.compile(r"pipeline/count_thresholds"), re.compile(r"thresholds\.json")),
+    (re.compile(rf"{PREDICTIONS}/(?:{_RUNS})"), re.compile(r"[a-z_]+-[0-9a-f]{16}\.npy")),
 )
 #: Folders of side files (JSON keyed by a detector and data), not training runs.
 SIDE_TASKS = ("general/colour", "pipeline/count_thresholds")
@@ -277,6 +284,7 @@ def select_files(
     ]
     if "04_pipeline" in chosen:
         folders += [p.parent for p in (base / "pipeline" / "count_thresholds").glob("*/thresholds.json")]
+    folders += [base / PREDICTIONS / run.task / run.key for run, _ in found.values()]
     files = []
     for folder in folders:
         for path in sorted(folder.iterdir()) if folder.is_dir() else []:
@@ -313,7 +321,7 @@ def allowed_path(name: str) -> bool:
     *task, key, file = name[len(PREFIX) :].split("/")
     if not task or not _KEY.fullmatch(key):
         return False
-    return any(pattern.fullmatch("/".join(task)) and file in files for pattern, files in ALLOWED)
+    return any(pattern.fullmatch("/".join(task)) and files.fullmatch(file) for pattern, files in ALLOWED)
 
 
 def manifest_for(
@@ -543,6 +551,9 @@ def _check_staged(staging: Path, manifest: dict[str, Any]) -> list[Path]:
         task, key = relative.rsplit("/", 1)
         if task in SIDE_TASKS:
             continue  # a colour model or counting thresholds: JSON, checked above
+        if task.startswith(f"{PREDICTIONS}/"):
+            _check_predictions(folder, f"{PREFIX}{relative}")
+            continue
         if not ((folder / "run.json").is_file() and (folder / "final.pt").is_file()):
             raise BundleError(f"{PREFIX}{relative}: a training run needs both run.json and final.pt")
         info = json.loads((folder / "run.json").read_text(encoding="utf-8"))
@@ -556,6 +567,19 @@ def _check_staged(staging: Path, manifest: dict[str, Any]) -> list[Path]:
         if not isinstance(weights, dict):
             raise BundleError(f"{PREFIX}{relative}/final.pt holds no state dict")
     return folders
+
+
+def _check_predictions(folder: Path, shown: str) -> None:
+    """Every kept prediction in ``folder`` is a numeric ``.npy`` array (read without unpickling anything)."""
+    import numpy as np
+
+    for path in sorted(folder.iterdir()):
+        try:
+            values = np.load(path, allow_pickle=False)
+        except (OSError, ValueError, EOFError) as err:
+            raise BundleError(f"{shown}/{path.name} is not a numeric array: {err}") from err
+        if values.dtype.kind not in "fiub":
+            raise BundleError(f"{shown}/{path.name} holds {values.dtype} values, not numbers")
 
 
 @dataclasses.dataclass
@@ -573,6 +597,15 @@ def _same_folder(a: Path, b: Path) -> bool:
     return names == sorted(
         p.name for p in b.iterdir() if not p.name.startswith(".") and p.name != "checkpoint.pt"
     ) and all(sha256_file(a / n) == sha256_file(b / n) for n in names)
+
+
+def _add_files(folder: Path, target: Path) -> None:
+    """Copy each file of ``folder`` into ``target`` (atomically), keeping the files already there."""
+    from bloodlib.fsutil import atomic_write_bytes
+
+    for path in sorted(folder.iterdir()):
+        if not (target / path.name).is_file() or sha256_file(target / path.name) != sha256_file(path):
+            atomic_write_bytes(target / path.name, path.read_bytes())
 
 
 def import_bundle(path: str | Path, *, models: Path | None = None, sha256: str | None = None) -> ImportResult:
@@ -608,6 +641,9 @@ def import_bundle(path: str | Path, *, models: Path | None = None, sha256: str |
         for folder in _check_staged(staging, manifest):
             relative = folder.relative_to(staging / PREFIX)
             target = base / relative
+            if relative.parts[0] == PREDICTIONS:
+                _add_files(folder, target)
+                continue
             if target.is_dir() and _same_folder(folder, target):
                 present.append(relative.as_posix())
                 continue

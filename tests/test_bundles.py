@@ -73,6 +73,53 @@ def test_round_trip_places_the_models_where_the_cache_finds_them(tmp_path, fake_
     assert again.placed == [] and again.present == [f"{TASK}/{run.key}"]
 
 
+def test_kept_predictions_travel_with_their_model(tmp_path, fake_notebook):
+    """The predictions a report kept for a model go into the bundle and come back where
+    cached_output finds them (the student's render does not predict again); a student's own kept
+    predictions stay."""
+    import numpy as np
+
+    from bloodlib.modelcache import cached_output
+
+    source = tmp_path / "instructor"
+    run = tiny_run(source)
+    logits = cached_output(run, "logits", {"canvases": "abc"}, lambda: np.arange(8.0).reshape(4, 2))
+    bundle = tmp_path / "models.tar.gz"
+    manifest = export_bundle(bundle, profile="quick", notebooks=[fake_notebook], models=source)
+    [kept] = [n for n in manifest["files"] if n.startswith("models/predictions/")]
+    assert kept.startswith(f"models/predictions/{TASK}/{run.key}/logits-") and kept.endswith(".npy")
+
+    student = tmp_path / "student"
+    own = student / "predictions" / TASK / run.key / "logits-0123456789abcdef.npy"
+    own.parent.mkdir(parents=True)
+    np.save(own, np.zeros(3))
+    result = import_bundle(bundle, models=student)
+    assert result.placed == [f"{TASK}/{run.key}"] and own.is_file()
+    placed = ModelRun(TASK, PARAMS, DATA, student)
+
+    def never() -> np.ndarray:
+        raise AssertionError("predicted again although the bundle brought the predictions")
+
+    assert np.array_equal(cached_output(placed, "logits", {"canvases": "abc"}, never), logits)
+
+
+def test_import_refuses_predictions_that_are_not_numeric_arrays(tmp_path):
+    import numpy as np
+
+    files = _run_files(tmp_path)
+    key = next(iter(files)).split("/")[-2]
+    name = f"models/predictions/{TASK}/{key}/logits-{'0' * 16}.npy"
+    buffer = io.BytesIO()
+    np.save(buffer, np.array([{"a": 1}], dtype=object), allow_pickle=True)
+    _assert_refused(
+        _bundle(tmp_path, {**files, name: buffer.getvalue()}), tmp_path / "root", BundleError, "not a numeric"
+    )
+    odd = f"models/predictions/{TASK}/{key}/logits.pkl"
+    _assert_refused(
+        _bundle(tmp_path, {**files, odd: b"x"}), tmp_path / "root", BundleError, "not a file a model bundle"
+    )
+
+
 def test_the_same_models_give_the_same_bundle(tmp_path, fake_notebook):
     source = tmp_path / "models"
     tiny_run(source)
