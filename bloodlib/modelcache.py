@@ -460,3 +460,20 @@ def cached_output(run: ModelRun, kind: str, inputs: dict[str, Any], compute: Cal
     np.save(buffer, values, allow_pickle=False)
     atomic_write_bytes(path, buffer.getvalue())
     return values
+
+
+def source_digest(*modules: str) -> str:
+    """sha256 of the source of ``modules`` (dotted names; a package counts every ``.py`` file in it): kept
+    outputs name the code that computed them, so a change of that code computes them anew."""
+    import importlib.util
+
+    digest = hashlib.sha256()
+    for name in modules:
+        spec = importlib.util.find_spec(name)
+        if spec is None or spec.origin is None:
+            raise ValueError(f"no module named {name!r}")
+        origin = Path(spec.origin)
+        files = sorted(origin.parent.rglob("*.py")) if origin.name == "__init__.py" else [origin]
+        for path in files:  # names relative to the module, so every checkout of the same code agrees
+            digest.update(f"{name}/{path.relative_to(origin.parent).as_posix()}".encode() + b"\0" + path.read_bytes())
+    return digest.hexdigest()

@@ -15,7 +15,7 @@ from bloodlib.classification.data import CLASSES
 from bloodlib.classification.engine import predict_logits
 from bloodlib.classification.metrics import METRICS, confusion, metrics_table, scores
 from bloodlib.classification.train import EVAL_SETS
-from bloodlib.modelcache import cached_output
+from bloodlib.modelcache import cached_output, source_digest
 from bloodlib.paper import paper_results
 from bloodlib.training import TrainedModel
 
@@ -55,8 +55,8 @@ def logits(
     tta: bool = False,
 ) -> torch.Tensor:
     """:func:`~.engine.predict_logits` ``(N, C)``; for a :class:`~bloodlib.training.TrainedModel`
-    kept in the model cache (:func:`~bloodlib.modelcache.cached_output`, keyed by its weights and a
-    sha256 of ``canvases``), so a re-rendered report does not predict again."""
+    kept in the model cache (:func:`~bloodlib.modelcache.cached_output`, keyed by its weights, a
+    sha256 of ``canvases`` and the prediction code), so a re-rendered report does not predict again."""
     if not isinstance(model, TrainedModel):
         return predict_logits(model, canvases, input_size, batch_size, tta=tta)
     canvases = canvases.contiguous()
@@ -65,6 +65,7 @@ def logits(
         "shape": list(canvases.shape),
         "input_size": list(input_size),
         "tta": tta,
+        "code": source_digest("bloodlib.classification.engine", "bloodlib.classification.crops"),
     }
 
     def compute() -> np.ndarray:

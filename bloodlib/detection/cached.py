@@ -3,8 +3,8 @@
 Predicting every field of a report again on a re-render costs minutes on two cores; the detections
 of a :class:`~bloodlib.training.TrainedModel` are stored with
 :func:`bloodlib.modelcache.cached_output`, keyed by its weights, a sha256 of the fields' image
-files and what else the detections depend on (views, scale, ...). A plain ``nn.Module`` is always
-run. Detections travel as one float64 array, a row per box: ``item, view, x0, y0, x1, y1, score,
+files, the code of :mod:`bloodlib.detection` and :mod:`bloodlib.imaging` and what else the detections
+depend on (views, scale, ...). A plain ``nn.Module`` is always run. Detections travel as one float64 array, a row per box: ``item, view, x0, y0, x1, y1, score,
 label`` (float64 holds the float32 boxes and scores and the integer labels exactly).
 """
 
@@ -91,11 +91,12 @@ def cached_detections(
     """``compute(network)`` -- per field, ``views`` predictions -- or, for a
     :class:`~bloodlib.training.TrainedModel`, what it returned before for the same weights, fields
     and ``inputs`` (:func:`bloodlib.modelcache.cached_output` under ``kind``)."""
-    from bloodlib.modelcache import cached_output
+    from bloodlib.modelcache import cached_output, source_digest
     from bloodlib.training import TrainedModel
 
     if not isinstance(model, TrainedModel):
         return compute(model)
-    key = {**inputs, "fields": fields_digest(annotations), "n": len(annotations), "views": views}
+    code = source_digest("bloodlib.detection", "bloodlib.imaging")
+    key = {**inputs, "fields": fields_digest(annotations), "n": len(annotations), "views": views, "code": code}
     array = cached_output(model.run, kind, key, lambda: to_array(compute(model.model)))
     return from_array(array, len(annotations), views)

@@ -26,8 +26,9 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from bloodlib.diagnosis.cache import kept_honest, kept_over_seeds
 from bloodlib.diagnosis.data import feature_columns, load_einstein, load_osr
-from bloodlib.diagnosis.faithful import CLASS_NAMES, FaithfulResult, faithful_over_seeds, run_faithful, seed_summary
+from bloodlib.diagnosis.faithful import CLASS_NAMES, FaithfulResult, run_faithful, seed_summary
 from bloodlib.diagnosis.honest import (
     INNER_SELECTED,
     METRICS,
@@ -36,7 +37,6 @@ from bloodlib.diagnosis.honest import (
     inner_selected_oof,
     inner_selected_summary,
     params_per_fold,
-    run_honest_cohorts,
 )
 from bloodlib.diagnosis.models import DISPLAY_NAMES
 from bloodlib.diagnosis.params import CovidDiagnosisParams
@@ -105,15 +105,16 @@ class CovidDiagnosisResults:
 def run_covid_diagnosis(
     params: CovidDiagnosisParams, *, osr: pd.DataFrame, einstein: pd.DataFrame | None
 ) -> CovidDiagnosisResults:
-    """Faithful protocol on ``osr``, honest protocol on OSR (each feature set) and Einstein.
+    """Faithful protocol on ``osr``, honest protocol on OSR (each feature set) and Einstein; the
+    protocols over seeds and the honest ones are kept between renders (:mod:`~bloodlib.diagnosis.cache`).
 
     ``einstein`` is ignored (and may be None) when ``params.run_einstein`` is false.
     """
     if params.run_einstein and einstein is None:
         raise ValueError("params.run_einstein is true but no Einstein cohort was given")
     faithful = run_faithful(osr, **params.faithful_kwargs())
-    over_seeds = faithful_over_seeds(osr, seeds=params.faithful_seeds, done=faithful, **params.faithful_kwargs())
-    honest = run_honest_cohorts(
+    over_seeds = kept_over_seeds(osr, seeds=params.faithful_seeds, done=faithful, **params.faithful_kwargs())
+    honest = kept_honest(
         osr=osr,
         einstein=einstein if params.run_einstein else None,
         osr_feature_sets=list(params.honest_feature_sets),
