@@ -66,6 +66,26 @@ def test_fit_sends_one_line_per_epoch_with_the_time_left(monkeypatch, tmp_path):
     assert training["phase"] == "training" and training["seconds"] >= sum(e["seconds"] for e in epochs) * 0.99
 
 
+def test_predictions_and_bootstraps_are_timed_as_their_phases(monkeypatch, tmp_path):
+    """The library's prediction and resampling entry points report evaluation and bootstrap time."""
+    import pandas as pd
+
+    from bloodlib.classification.engine import predict_logits
+    from bloodlib.classification.metrics import metrics_table
+    from bloodlib.classification.models import build_model
+    from bloodlib.detection.metrics import bootstrap_ci
+
+    channel = tmp_path / "events.jsonl"
+    monkeypatch.setenv(progress.CHANNEL_ENV, str(channel))
+    predict_logits(build_model("arch1"), torch.zeros(2, 3, 40, 40, dtype=torch.uint8), (32, 32), tta=True)
+    preds = pd.DataFrame(
+        {"model": "m", "set": "s", "y_true": [0, 1, 1, 0], "y_pred": [0, 1, 0, 0], "group": [1, 2, 3, 4]}
+    )
+    metrics_table(preds, n_classes=2, n_boot=20, seed=0)
+    bootstrap_ci(lambda rows: float(len(set(rows.tolist()))), 3, samples=20, seed=0)
+    assert [e["phase"] for e in events(channel)] == ["evaluation", "bootstrap", "bootstrap"]
+
+
 def test_only_the_outermost_phase_counts_and_nan_is_written_as_null(monkeypatch, tmp_path):
     channel = tmp_path / "events.jsonl"
     monkeypatch.setenv(progress.CHANNEL_ENV, str(channel))

@@ -23,6 +23,7 @@ from bloodlib import distributed
 from bloodlib.classification.canvases import CanvasSet
 from bloodlib.classification.models import split_outputs
 from bloodlib.classification.transforms import AugmentConfig, eval_transform, train_transform
+from bloodlib.progress import phase
 
 
 class AugmentedCanvases(Dataset):
@@ -76,6 +77,7 @@ def _forward(model: nn.Module, x: torch.Tensor, tta: bool) -> torch.Tensor:
     return probs.clamp_min(1e-12).log()
 
 
+@phase("evaluation")
 @torch.no_grad()
 def predict_logits(
     model: nn.Module, canvases: torch.Tensor, input_size: tuple[int, int], batch_size: int = 128, *, tta: bool = False

@@ -11,6 +11,8 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
+from bloodlib.progress import phase
+
 METRICS = ("accuracy", "precision", "recall", "f1")
 
 
@@ -65,6 +67,7 @@ def grouped_bootstrap(
     return {k: (float(np.nanpercentile(boot[k], 2.5)), float(np.nanpercentile(boot[k], 97.5))) for k in METRICS}
 
 
+@phase("bootstrap")
 def metrics_table(predictions: pd.DataFrame, *, n_classes: int, n_boot: int, seed: int) -> pd.DataFrame:
     """Table 3: one row per (model, set): metrics, their CI bounds, images and groups.
 

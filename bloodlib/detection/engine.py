@@ -19,6 +19,7 @@ from tqdm.auto import tqdm
 from bloodlib import distributed
 from bloodlib.detection.data import Annotation, BCCDDetection, collate, float_image
 from bloodlib.detection.metrics import Prediction, average_precision
+from bloodlib.progress import phase
 
 
 class DetectionTask:
@@ -96,6 +97,7 @@ class DetectionTask:
 
 
 @torch.no_grad()
+@phase("evaluation")
 def predict(
     model: torch.nn.Module,
     images: Sequence[torch.Tensor] | Sequence[Annotation],

@@ -19,6 +19,7 @@ import numpy as np
 import torch
 
 from bloodlib.detection.data import CLASSES, Annotation
+from bloodlib.progress import phase
 
 Prediction = dict[str, torch.Tensor]
 AP_BACKEND = "faster_coco_eval"
@@ -243,6 +244,7 @@ def choose_count_thresholds(
 # ---- bootstrap ------------------------------------------------------------------------------
 
 
+@phase("bootstrap")
 def bootstrap_ci(
     statistic: Callable[[np.ndarray], float], n: int, *, samples: int, seed: int, level: float = 0.95
 ) -> tuple[float, float]:

@@ -28,6 +28,7 @@ from torchvision.ops import box_iou
 
 from bloodlib.detection.data import CLASSES, Annotation
 from bloodlib.detection.metrics import Prediction, percentile_interval
+from bloodlib.progress import phase
 
 #: COCO's 101 recall thresholds as torchmetrics passes them (``torch.linspace`` in float32: a recall of
 #: exactly k/n sits on the same side of each threshold as in :func:`~.metrics.average_precision`).
@@ -150,6 +151,7 @@ def bootstrap_weights(n: int, *, samples: int, seed: int) -> np.ndarray:
     return np.stack([np.bincount(rng.integers(0, n, size=n), minlength=n) for _ in range(samples)]).reshape(samples, n)
 
 
+@phase("bootstrap")
 def map_interval(
     preds: Sequence[Prediction], annotations: Sequence[Annotation], *, samples: int, seed: int, level: float = 0.95
 ) -> tuple[float, float]:

@@ -23,6 +23,7 @@ from tqdm.auto import tqdm
 from bloodlib.detection.data import Annotation, float_image
 from bloodlib.detection.engine import predict
 from bloodlib.detection.metrics import Prediction
+from bloodlib.progress import phase
 
 if TYPE_CHECKING:
     from bloodlib.training import TrainedModel
@@ -85,6 +86,7 @@ def fuse_views(views: Sequence[Prediction], *, iou: float) -> Prediction:
     return {"boxes": fused[order], "scores": fused_scores[order], "labels": labels[keep][order]}
 
 
+@phase("evaluation")
 def flip_views(
     model: torch.nn.Module,
     images: Sequence[torch.Tensor] | Sequence[Annotation],

@@ -40,6 +40,7 @@ from bloodlib.diagnosis.honest import (
 )
 from bloodlib.diagnosis.models import DISPLAY_NAMES
 from bloodlib.diagnosis.params import CovidDiagnosisParams
+from bloodlib.progress import phase
 
 #: Our classifier name -> key in the ``task3_covid`` section of ``paper_results.yaml``.
 PAPER_KEYS: dict[str, str] = {
@@ -102,6 +103,7 @@ class CovidDiagnosisResults:
     honest: dict[str, HonestResult]
 
 
+@phase("training")
 def run_covid_diagnosis(
     params: CovidDiagnosisParams, *, osr: pd.DataFrame, einstein: pd.DataFrame | None
 ) -> CovidDiagnosisResults:

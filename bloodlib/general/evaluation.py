@@ -33,6 +33,7 @@ from bloodlib.detection.metrics import (
 from bloodlib.detection.resampling import map_interval
 from bloodlib.detection.scaled import ScaleSpec, label_rbc_diameter, predict_scaled
 from bloodlib.imaging.scale import estimate_rbc_diameter
+from bloodlib.progress import phase
 
 if TYPE_CHECKING:
     from bloodlib.training import TrainedModel
@@ -85,6 +86,7 @@ def estimated_diameters(annotations: Sequence[Annotation]) -> list[float]:
     return [estimate_rbc_diameter(_rgb(a)).diameter_px for a in annotations]
 
 
+@phase("evaluation")
 def predict(
     model: torch.nn.Module | TrainedModel,
     annotations: Sequence[Annotation],
@@ -185,6 +187,7 @@ def _rescaled(a: Annotation, factor: float) -> np.ndarray:
     return cv2.resize(rgb, size, interpolation=cv2.INTER_AREA if factor < 1 else cv2.INTER_LINEAR)
 
 
+@phase("evaluation")
 def rescaled_counts(
     model: torch.nn.Module | TrainedModel,
     annotations: Sequence[Annotation],
@@ -230,6 +233,7 @@ def rescaled_counts(
     return pd.DataFrame(rows)
 
 
+@phase("evaluation")
 def cross_source_table(
     detectors: dict[str, torch.nn.Module | TrainedModel],
     val: Sequence[Annotation],

@@ -34,6 +34,7 @@ from bloodlib.pipeline.features import SUBTYPES
 from bloodlib.pipeline.infer import WBC_LABEL, Classifier, Detector, FieldResult
 from bloodlib.pipeline.io import Field
 from bloodlib.pipeline.params import PipelineParams
+from bloodlib.progress import phase
 
 MISSED = "missed"
 #: The ``covid_auc`` keys of ``metrics.json`` -> the feature sets of
@@ -310,6 +311,7 @@ def pseudo_sample_table(samples: dict[str, list[Annotation]]) -> pd.DataFrame:
     )
 
 
+@phase("evaluation")
 def analyse_images(
     annotations: Sequence[Annotation],
     detector: Detector,
