@@ -4,8 +4,9 @@ Predicting every field of a report again on a re-render costs minutes on two cor
 of a :class:`~bloodlib.training.TrainedModel` are stored with
 :func:`bloodlib.modelcache.cached_output`, keyed by its weights, a sha256 of the fields' image
 files, the code of :mod:`bloodlib.detection` and :mod:`bloodlib.imaging` and what else the detections
-depend on (views, scale, ...). A plain ``nn.Module`` is always run. Detections travel as one float64 array, a row per box: ``item, view, x0, y0, x1, y1, score,
-label`` (float64 holds the float32 boxes and scores and the integer labels exactly).
+depend on (views, scale, ...). A plain ``nn.Module`` is always run. Detections travel as one float64
+array, a row per box: ``item, view, x0, y0, x1, y1, score, label`` (float64 holds the float32 boxes
+and scores and the integer labels exactly).
 """
 
 from __future__ import annotations
@@ -70,13 +71,6 @@ def fields_digest(annotations: Sequence[Any]) -> str:
         with open(a.image_path, "rb") as handle:
             digest.update(hashlib.sha256(handle.read()).digest())
     return digest.hexdigest()
-
-
-def module_of(model: Any) -> torch.nn.Module:
-    """The network of a :class:`~bloodlib.training.TrainedModel`, or ``model`` itself."""
-    from bloodlib.training import TrainedModel
-
-    return model.model if isinstance(model, TrainedModel) else model
 
 
 def cached_detections(
