@@ -59,6 +59,11 @@ class ScaleSpec:
         if not self.rbc_diameter > 0 or self.tile < 32 or not 0 <= self.overlap < self.tile or self.fit_slack < 0:
             raise ValueError(f"need rbc_diameter > 0, tile >= 32, 0 <= overlap < tile, fit_slack >= 0: {self}")
 
+    def one_tile_diameter(self, width: int, height: int) -> float:
+        """The RBC diameter that makes a ``width`` x ``height`` field fit one tile: what a field whose
+        RBCs cannot be measured is treated as having."""
+        return self.rbc_diameter * max(width, height) / self.tile
+
     def field_scale(self, width: int, height: int, diameter: float) -> float:
         """The factor a ``width`` x ``height`` field with RBCs ``diameter`` pixels across is resized by."""
         if not diameter > 0 or not math.isfinite(diameter):

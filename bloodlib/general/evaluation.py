@@ -105,7 +105,7 @@ def predict(
         out = []
         for a, d in tqdm(list(zip(annotations, diameters)), desc=desc, leave=False, disable=not progress):
             if not np.isfinite(d):
-                d = spec.rbc_diameter * max(a.width, a.height) / spec.tile
+                d = spec.one_tile_diameter(a.width, a.height)
             out.append([predict_scaled(network, read_image(a.image_path), d, spec=spec)])
         return out
 
@@ -209,7 +209,7 @@ def rescaled_counts(
                 rgb = _rescaled(a, factor)
                 d = estimate_rbc_diameter(rgb).diameter_px
                 if not np.isfinite(d):
-                    d = spec.rbc_diameter * max(rgb.shape[:2]) / spec.tile
+                    d = spec.one_tile_diameter(rgb.shape[1], rgb.shape[0])
                 out.append([predict_scaled(network, torch.from_numpy(rgb).permute(2, 0, 1), d, spec=spec)])
             return out
 

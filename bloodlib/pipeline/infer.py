@@ -147,7 +147,7 @@ def scaled_input(
         diameter = estimate.diameter_px
         info = {"source": "estimated", "cells": estimate.cells, "spread": estimate.spread}
         if not np.isfinite(diameter) or diameter <= 0:
-            diameter = spec.rbc_diameter * max(rgb.shape[:2]) / spec.tile
+            diameter = spec.one_tile_diameter(rgb.shape[1], rgb.shape[0])
             info["source"] = "fallback"
     field_ = field_tiles(rgb, diameter, spec)
     tiles = (field_.tiles - torch.tensor(mean).view(1, 3, 1, 1)) / torch.tensor(std).view(1, 3, 1, 1)
