@@ -68,16 +68,23 @@ MAX_MANIFEST_BYTES = 16 << 20
 
 _SEGMENT = r"[A-Za-z0-9_+-]+"
 _KEY = re.compile(r"[0-9a-f]{16}")
-_RUNS = rf"detection/ssd_{_SEGMENT}|wbc_subtypes/{_SEGMENT}|general/detector/{_SEGMENT}|general/classifier/{_SEGMENT}"
-#: (task folder, names of the files a folder of that task may hold): every path a bundle may contain.
+#: (task folder, names of the files its training runs may hold) of every trained model a bundle carries.
+_RUN_FILES: tuple[tuple[str, str], ...] = (
+    (rf"detection/ssd_{_SEGMENT}", r"final\.pt|run\.json"),
+    (rf"wbc_subtypes/{_SEGMENT}", r"final\.pt|run\.json"),
+    (rf"general/detector/{_SEGMENT}", r"final\.pt|run\.json"),
+    (rf"general/classifier/{_SEGMENT}", r"final\.pt|run\.json|stain\.json"),
+)
+#: (task folder, names of the files a folder of that task may hold): every path a bundle may contain --
+#: the runs, their side files and the predictions kept for them.
 ALLOWED: tuple[tuple[re.Pattern[str], re.Pattern[str]], ...] = (
-    (re.compile(rf"detection/ssd_{_SEGMENT}"), re.compile(r"final\.pt|run\.json")),
-    (re.compile(rf"wbc_subtypes/{_SEGMENT}"), re.compile(r"final\.pt|run\.json")),
-    (re.compile(rf"general/detector/{_SEGMENT}"), re.compile(r"final\.pt|run\.json")),
-    (re.compile(rf"general/classifier/{_SEGMENT}"), re.compile(r"final\.pt|run\.json|stain\.json")),
+    *((re.compile(task), re.compile(files)) for task, files in _RUN_FILES),
     (re.compile(r"general/colour"), re.compile(r"colour\.json")),
     (re.compile(r"pipeline/count_thresholds"), re.compile(r"thresholds\.json")),
-    (re.compile(rf"{PREDICTIONS}/(?:{_RUNS})"), re.compile(r"[a-z_]+-[0-9a-f]{16}\.npy")),
+    (
+        re.compile(rf"{PREDICTIONS}/(?:{'|'.join(task for task, _ in _RUN_FILES)})"),
+        re.compile(r"[a-z_]+-[0-9a-f]{16}\.npy"),
+    ),
 )
 #: Folders of side files (JSON keyed by a detector and data), not training runs.
 SIDE_TASKS = ("general/colour", "pipeline/count_thresholds")
