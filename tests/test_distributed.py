@@ -154,7 +154,7 @@ def test_a_loss_that_is_not_finite_on_another_process_stops_this_one_too(monkeyp
     model = torch.nn.Linear(2, 1)
     optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: 1.0)
-    task = _LaunchedTask(_OneBatch(), autocast=False)
+    task = _LaunchedTask(_OneBatch(), autocast=None)
     with pytest.raises(FloatingPointError, match="loss is nan at step 0"):
         train_one_epoch(model, task, task.train_loader(None), optimizer, scheduler, progress=False)
 

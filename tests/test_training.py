@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import math
 
 import pytest
@@ -75,11 +76,28 @@ def test_learning_rate_warms_up_then_decays_to_the_final_fraction():
         ({"optimizer": "lbfgs"}, "optimizer"),
         ({"final_lr_fraction": 0.0}, "final_lr_fraction"),
         ({"warmup_epochs": -1.0}, "warmup_epochs"),
+        ({"precision": "float16"}, "precision must be one of float32, bfloat16"),
     ],
 )
 def test_train_config_rejects_bad_values(kwargs, match):
     with pytest.raises(ValueError, match=match):
         TrainConfig(**{"epochs": 1, "batch_size": 2, "lr": 1e-3, **kwargs})
+
+
+@pytest.mark.parametrize("native", [True, False])
+def test_bfloat16_training_autocasts_only_where_the_cpu_has_it(monkeypatch, native):
+    """bfloat16 runs the loss under CPU autocast (float32 weights) where the CPU supports it natively and is
+    plain float32 elsewhere; run.json's launch says which one ran."""
+    monkeypatch.setattr("bloodlib.torchutil.bf16_supported", lambda: native)
+    task = classifier_task()
+    config = dataclasses.replace(CLASSIFIER, epochs=1)
+    plain = fit(_fresh(tiny_classifier), task, config, progress=False)
+    bf16 = fit(_fresh(tiny_classifier), task, dataclasses.replace(config, precision="bfloat16"), progress=False)
+    assert plain.launch["mixed_precision"] == "none"
+    assert bf16.launch["mixed_precision"] == ("bf16" if native else "none")
+    assert all(value.dtype in (torch.float32, torch.int64) for value in bf16.state.values())
+    same = all(torch.equal(bf16.state[key], value) for key, value in plain.state.items())
+    assert same != native  # bfloat16 arithmetic gives other weights; the fallback the same ones
 
 
 class _Scripted:

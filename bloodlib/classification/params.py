@@ -15,7 +15,7 @@ class WbcSubtypesParams:
     Data: ``val_fraction`` of TRAIN's source images (per class) form the grouped validation
     split; ``*_max_per_source`` cap the augmented copies used per source image (null = all).
 
-    Training (see :class:`bloodlib.classification.engine.TrainConfig`): the custom nets train
+    Training (see :class:`bloodlib.training.TrainConfig`, also for ``precision``): the custom nets train
     ``epochs_custom`` epochs at learning rate ``lr_custom``, the six standard backbones
     ``epochs_standard`` at ``lr_standard`` (deep nets from scratch need a smaller one), each
     epoch being ``samples_per_epoch`` class-balanced draws. ``aug_*`` set the augmentation strengths
@@ -28,6 +28,7 @@ class WbcSubtypesParams:
 
     seed: int
     num_threads: int
+    precision: str
     models: list[str]
     pretrained: bool
     input_size: tuple[int, int]

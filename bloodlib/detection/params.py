@@ -18,7 +18,8 @@ class DetectionParams:
     ImageNet weights (``pretrained``, needs width 1.0 and no BatchNorm), seven anchor
     ``anchor_scales`` and the extra ``anchor_aspect_ratios``, and the IoU ``match_iou`` at which a
     default box becomes a positive (see ``bloodlib.detection.model``).
-    Training: see ``bloodlib.training.TrainConfig``; ``momentum`` is Adam's beta1.
+    Training: see ``bloodlib.training.TrainConfig``; ``momentum`` is Adam's beta1; ``precision``
+    ``bfloat16`` trains under bf16 autocast where the CPU/GPU has it natively (float32 elsewhere).
     Augmentation: probabilities of each step of ``bloodlib.detection.transforms``.
     Evaluation: ``tta_views`` flips of each image whose detections are fused (1 = off, 2, 4;
     fused at ``tta_iou``, see ``bloodlib.detection.tta``); ``score_threshold`` for the
@@ -55,6 +56,7 @@ class DetectionParams:
     eval_every: int
     seed: int
     num_threads: int
+    precision: str
     num_workers: int
 
     photometric_p: float

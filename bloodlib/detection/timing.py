@@ -104,7 +104,7 @@ def timing_table(
     import pandas as pd
 
     from bloodlib.detection.tta import predict_tta
-    from bloodlib.pipeline.infer import bf16_supported
+    from bloodlib.torchutil import bf16_supported
 
     reference = torchvision_reference(num_classes)
     rows = [_row("torchvision ssd300_vgg16 (full width, reference)", "reference", "", reference, "float32")]

@@ -21,8 +21,9 @@ class GeneralParams:
     the canonical scale of :class:`bloodlib.detection.scaled.ScaleSpec` (``rbc_diameter``,
     ``tile``, ``tile_overlap``, ``fit_slack``) and trained with scale jitter ``scale_jitter``,
     flips and a colour/stain jitter (``colour_p``, ``hue``), with the recipe of
-    :class:`bloodlib.training.TrainConfig`. ``cross_source_epochs`` train the single-source
-    detectors of the source x source table.
+    :class:`bloodlib.training.TrainConfig` (``precision``: bfloat16 autocast where the hardware has it;
+    the classifier's precision is ``02_wbc_subtypes``'s). ``cross_source_epochs`` train the
+    single-source detectors of the source x source table.
 
     Classifier (:mod:`bloodlib.general.classifier`): ``classifier_model`` with the crop policy,
     augmentation and recipe of ``02_wbc_subtypes``'s ``classifier_profile`` except
@@ -38,6 +39,7 @@ class GeneralParams:
 
     seed: int
     num_threads: int
+    precision: str
     train_images: int
     val_images: int
 

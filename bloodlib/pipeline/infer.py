@@ -35,6 +35,7 @@ from bloodlib.detection.data import CLASSES
 from bloodlib.detection.metrics import above_threshold
 from bloodlib.detection.scaled import ScaleSpec, field_tiles
 from bloodlib.pipeline.io import ImageInputError, load_image
+from bloodlib.torchutil import effective_precision
 
 WBC_LABEL = CLASSES.index("WBC") + 1
 
@@ -72,17 +73,6 @@ def ssd_input(
     return torch.from_numpy(np.ascontiguousarray(x.transpose(2, 0, 1)))
 
 
-PRECISIONS = ("float32", "bfloat16")
-
-
-def bf16_supported() -> bool:
-    """Whether this CPU runs bfloat16 convolutions natively (oneDNN with AVX512-BF16 or AMX)."""
-    try:
-        return bool(torch.backends.mkldnn.is_available() and torch.ops.mkldnn._is_mkldnn_bf16_supported())
-    except (AttributeError, RuntimeError):
-        return False
-
-
 class Detector:
     """A torchvision SSD split into a picklable input transform (run in DataLoader workers) and a fast,
     batched forward on prepared inputs (fused BatchNorm, channels-last).
@@ -93,9 +83,7 @@ class Detector:
     """
 
     def __init__(self, model: nn.Module, precision: str = "float32") -> None:
-        if precision not in PRECISIONS:
-            raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}, got {precision!r}")
-        self.precision = "bfloat16" if precision == "bfloat16" and bf16_supported() else "float32"
+        self.precision = effective_precision(precision)
         model.eval()
         self.model = model
         transform = model.transform
