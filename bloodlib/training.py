@@ -462,6 +462,8 @@ class TrainedModel:
         train_seconds: training time of the run that made the weights (also when loaded from the cache).
         cached: loaded from the model cache instead of trained now.
         run: the cache entry.
+        launch: how the weights were trained (:func:`launch_record`; ``{}`` for runs cached before it
+            was recorded).
     """
 
     name: str
@@ -471,6 +473,12 @@ class TrainedModel:
     train_seconds: float
     cached: bool
     run: ModelRun
+    launch: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def precision(self) -> str:
+        """The arithmetic the weights were trained in: ``"bfloat16"`` (autocast) or ``"float32"``."""
+        return "bfloat16" if self.launch.get("mixed_precision") == "bf16" else "float32"
 
     @property
     def key(self) -> str:
@@ -491,7 +499,8 @@ class TrainedModel:
         weights, info = run.load_final()
         model.load_state_dict(weights)
         model.cpu().eval()
-        return cls(name, model, info["history"], int(info["best_epoch"]), float(info["train_seconds"]), True, run)
+        history, best_epoch, seconds = info["history"], int(info["best_epoch"]), float(info["train_seconds"])
+        return cls(name, model, history, best_epoch, seconds, True, run, dict(info.get("launch") or {}))
 
 
 def load_or_train(
@@ -554,4 +563,4 @@ def _load_or_train_locked(
     distributed.barrier()  # the cache is complete when any process returns
     model.load_state_dict(result.state)
     model.cpu().eval()
-    return TrainedModel(name, model, result.history, result.best_epoch, result.seconds, False, run)
+    return TrainedModel(name, model, result.history, result.best_epoch, result.seconds, False, run, result.launch)

@@ -167,7 +167,10 @@ def test_selection_and_summary_read_the_paper_numbers():
     )
     assert rows[0]["model"].startswith("arch2: this project's reconstruction") and rows[0]["differs"]
     assert rows[-1]["metric"] == "training minutes, all models" and rows[-1]["ours"] == 6.0 and rows[-1]["differs"]
-    assert "**6.0 minutes**" in summaries.training_text(training, profile="cpu", num_threads=2, input_size=(64, 64))
+    text = summaries.training_text(training, profile="cpu", num_threads=2, input_size=(64, 64))
+    assert "**6.0 minutes**" in text and "2 threads, float32, input 64x64" in text  # cached before launch was kept
+    models["arch2"].launch = {"mixed_precision": "bf16"}
+    assert summaries.training_summary(models).set_index("model").loc["arch2", "arithmetic"] == "bfloat16"
     unseen = pd.concat([table, table[table["set"] == "TEST"].assign(set=TEST_UNSEEN, groups=69)])
     rows = summaries.summary_rows(
         unseen, training, best, profile="cpu", pretrained=False, num_threads=2, descriptions=described

@@ -155,6 +155,7 @@ def test_load_or_train_caches_weights_and_history(tmp_path):
     assert again.best_epoch == first.best_epoch == 2 and again.history == first.history
     assert torch.equal(again.model.weight, first.model.weight) and not again.model.training
     assert again.best_row["val_score"] == 0.9 and not run.checkpoint_path.exists()
+    assert again.launch == first.launch and again.precision == first.precision == "float32"
 
     run.final_path.write_bytes(run.final_path.read_bytes()[:-7])  # an interrupted copy
     with pytest.raises(CorruptModelError, match="final.pt is damaged"):

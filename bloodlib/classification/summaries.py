@@ -97,7 +97,7 @@ def localizer_check(
 
 
 def training_summary(trained: dict) -> pd.DataFrame:
-    """Per model: epochs, selected epoch, its validation scores, training time, cache state."""
+    """Per model: epochs, selected epoch, its validation scores, training time and arithmetic, cache state."""
     rows = []
     for name, t in trained.items():
         best = t.best_row
@@ -109,6 +109,7 @@ def training_summary(trained: dict) -> pd.DataFrame:
                 "val balanced acc": best["val_bacc"],
                 "val acc": best["val_acc"],
                 "train minutes": t.train_seconds / 60,
+                "arithmetic": t.precision,
                 "from cache": t.cached,
             }
         )
@@ -217,9 +218,10 @@ def custom_layer_tables(models: tuple[str, ...], input_size: tuple[int, int]) ->
 
 def training_text(summary: pd.DataFrame, *, profile: str, num_threads: int, input_size: tuple[int, int]) -> str:
     """One Markdown line: the training minutes of all models of a :func:`training_summary`."""
+    precision = " / ".join(sorted(set(summary["arithmetic"])))
     return (
         f"All {len(summary)} models: **{summary['train minutes'].sum():.1f} minutes** of training ({profile} profile, "
-        f"{num_threads} threads, input {input_size[0]}x{input_size[1]})."
+        f"{num_threads} threads, {precision}, input {input_size[0]}x{input_size[1]})."
     )
 
 

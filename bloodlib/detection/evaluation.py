@@ -184,7 +184,7 @@ def pick_images(annotations: Sequence[Annotation], n: int, seed: int) -> list[in
 
 def training_table(detectors: dict[str, Any]) -> pd.DataFrame:
     """Per trained detector (``bloodlib.training.TrainedModel``): size, epochs, the
-    selected epoch and its validation mAP, training time, and whether it came from the cache."""
+    selected epoch and its validation mAP, training time and arithmetic, and whether it came from the cache."""
     rows = []
     for d in detectors.values():
         best = d.best_row
@@ -196,6 +196,7 @@ def training_table(detectors: dict[str, Any]) -> pd.DataFrame:
                 "selected_epoch": d.best_epoch,
                 "val_mAP50": best.get("val_mAP", math.nan),
                 "train_minutes": d.train_seconds / 60,
+                "arithmetic": d.precision,
                 "from_cache": d.cached,
                 "cache_key": d.key,
             }

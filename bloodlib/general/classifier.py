@@ -287,6 +287,7 @@ def loso_table(p: GeneralParams, data: GeneralWbcData, *, bootstrap: int, progre
                     stain=stain,
                     colour_jitter=jitter,
                     train_minutes=trained.train_seconds / 60,
+                    arithmetic=trained.precision,
                 )
             )
     columns = [
@@ -304,6 +305,7 @@ def loso_table(p: GeneralParams, data: GeneralWbcData, *, bootstrap: int, progre
         "balanced_accuracy_lo",
         "balanced_accuracy_hi",
         "train_minutes",
+        "arithmetic",
     ]
     return pd.concat(tables, ignore_index=True)[columns]
 
