@@ -289,7 +289,7 @@ def fit(
         set_rng_state(saved["rng_per_rank"][where.rank] if where.distributed else saved["rng"])
         done, history, best, seconds = saved["epoch"], saved["history"], saved["best"], saved["seconds"]
     launch = launch_record(config, where, device)
-    train_model, train_task = _launched(model, task, where, device, autocast=_autocast(config, device))
+    train_model, train_task = _launched(model, task, where, device, autocast=launch["mixed_precision"] == "bf16")
     progress = progress and where.is_main
     if progress and (where.distributed or device.type == "cuda"):
         tqdm.write(f"{desc}: {describe_launch(launch)}")
