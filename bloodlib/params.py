@@ -27,6 +27,10 @@ import yaml
 PROFILES = ("quick", "cpu", "paper")
 DEFAULT_PROFILE = "cpu"
 
+#: arithmetic of training and inference: float32, or bfloat16 under CPU/CUDA autocast (the
+#: ``precision`` parameter of notebooks 01, 02, 04 and 05; :func:`bloodlib.torchutil.effective_precision`)
+PRECISIONS = ("float32", "bfloat16")
+
 # notebook name -> "module:ClassName" of its parameter schema (imported lazily so
 # that loading the COVID parameters does not import torch).
 SCHEMAS: dict[str, str] = {
@@ -114,6 +118,11 @@ def _matches(value: Any, annotation: Any) -> bool:
 
 def _type_name(annotation: Any) -> str:
     return getattr(annotation, "__name__", None) or str(annotation).replace("typing.", "")
+
+
+def precision_check(precision: str) -> tuple[bool, str]:
+    """The :func:`check_values` entry of a ``precision`` parameter (one of :data:`PRECISIONS`)."""
+    return precision in PRECISIONS, f"precision must be one of {', '.join(PRECISIONS)}, got {precision!r}"
 
 
 def check_values(schema: str, checks: list[tuple[bool, str]]) -> None:

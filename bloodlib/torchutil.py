@@ -5,8 +5,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-#: arithmetic of training and inference: float32, or bfloat16 under CPU/CUDA autocast
-PRECISIONS = ("float32", "bfloat16")
+from bloodlib.params import PRECISIONS
 
 
 def bf16_supported() -> bool:

@@ -124,3 +124,11 @@ def test_params_from_namespace_takes_schema_fields_only(monkeypatch):
     del namespace["seed"]
     with pytest.raises(params_mod.ParamsError, match="notebook 90_demo: missing key.* seed"):
         params_mod.params_from_namespace("90_demo", namespace)
+
+
+@pytest.mark.parametrize("name", ["01_detection", "02_wbc_subtypes", "04_pipeline", "05_generalisation"])
+def test_precision_is_checked_where_the_parameters_are_read(name):
+    good = params_mod.load_params(name, "cpu", ROOT)
+    assert good.precision in params_mod.PRECISIONS
+    with pytest.raises(ValueError, match="precision must be one of float32, bfloat16, got 'bf16'"):
+        dataclasses.replace(good, precision="bf16")

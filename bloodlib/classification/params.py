@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from bloodlib.params import check_values, precision_check
+
 
 @dataclass(frozen=True)
 class WbcSubtypesParams:
@@ -65,3 +67,7 @@ class WbcSubtypesParams:
     bootstrap: int
     feature_map_samples: int
     timing_repeats: int
+
+    def __post_init__(self) -> None:
+        """Value checks (types, missing and unknown keys are checked by :func:`bloodlib.params.build`)."""
+        check_values("WbcSubtypesParams", [precision_check(self.precision)])

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from bloodlib.params import check_values
+from bloodlib.params import check_values, precision_check
 
 
 @dataclass(frozen=True)
@@ -89,5 +89,6 @@ class DetectionParams:
             [
                 (self.tta_views in (1, 2, 4), f"tta_views must be 1 (off), 2 or 4, got {self.tta_views!r}"),
                 (0 < self.tta_iou <= 1, f"tta_iou must be in (0, 1], got {self.tta_iou!r}"),
+                precision_check(self.precision),
             ],
         )

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from bloodlib.params import check_values
+from bloodlib.params import check_values, precision_check
 
 STAINS = ("none", "reinhard", "macenko")
 
@@ -110,5 +110,6 @@ class GeneralParams:
                     "ood_scale_range must be [low, high] with 0 < low < high",
                 ),
                 (0 <= self.ood_confidence <= 1, f"ood_confidence must be in [0, 1], got {self.ood_confidence!r}"),
+                precision_check(self.precision),
             ],
         )

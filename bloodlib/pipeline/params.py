@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from bloodlib.params import check_values
+from bloodlib.params import check_values, precision_check
 
 
 @dataclass(frozen=True)
@@ -85,7 +85,7 @@ class PipelineParams:
             (self.num_threads >= 1, "num_threads must be >= 1"),
             (self.models in ("general", "bccd"), f"models must be general or bccd, got {self.models!r}"),
             (self.um_per_pixel >= 0, f"um_per_pixel must be >= 0 (0 = estimate each field), got {self.um_per_pixel!r}"),
-            (self.precision in ("float32", "bfloat16"), "precision must be float32 or bfloat16"),
+            precision_check(self.precision),
             (self.batch_size >= 1, "batch_size must be >= 1"),
             (self.num_workers >= 0, "num_workers must be >= 0"),
             (self.max_side >= self.min_side >= 16, "need max_side >= min_side >= 16"),
