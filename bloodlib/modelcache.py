@@ -36,6 +36,7 @@ import hashlib
 import io
 import json
 import os
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -43,6 +44,7 @@ from typing import Any
 
 import numpy as np
 
+from bloodlib import progress
 from bloodlib.fsutil import atomic_write_bytes, atomic_write_text, file_lock, lock_timeout, move_aside
 from bloodlib.paths import cache_dir
 
@@ -433,7 +435,9 @@ def cached_output(run: ModelRun, kind: str, inputs: dict[str, Any], compute: Cal
         compute: returns a numeric ``numpy`` array.
 
     The array is stored as ``<models root>/predictions/<task>/<key>/<kind>-<hash>.npy`` and read
-    with ``allow_pickle=False``; a file that cannot be read back is computed and written again.
+    with ``allow_pickle=False``; a file that cannot be read back is computed and written again. The
+    seconds computing it took are kept beside it (:func:`bloodlib.progress.record_cost`) and reported
+    to the report runner when it is reused (:func:`bloodlib.progress.reused_file`).
 
     Raises:
         ModelNotTrainedError: ``run`` has not finished training.
@@ -450,15 +454,20 @@ def cached_output(run: ModelRun, kind: str, inputs: dict[str, Any], compute: Cal
     )
     if path.is_file():
         try:
-            return np.load(path, allow_pickle=False)
+            values = np.load(path, allow_pickle=False)
         except (OSError, ValueError, EOFError):
             pass  # damaged: computed again below
+        else:
+            progress.reused_file(path, phase="evaluation", what=f"{run.task} {kind}")
+            return values
+    started = time.perf_counter()
     values = np.asarray(compute())
     if values.dtype == object:
         raise ValueError(f"{kind}: compute() must return a numeric array, got dtype object")
     buffer = io.BytesIO()
     np.save(buffer, values, allow_pickle=False)
     atomic_write_bytes(path, buffer.getvalue())
+    progress.record_cost(path, time.perf_counter() - started)
     return values
 
 

@@ -12,7 +12,11 @@ Events (every one has ``"event"`` and ``"time"``, seconds since the epoch):
 - ``{"event": "epoch", "desc", "epoch", "epochs", "seconds", "eta_s", "metrics": {name: number}}``:
   one finished training epoch of :func:`bloodlib.training.fit` (``eta_s``: the mean epoch time of this
   run times the epochs left);
-- ``{"event": "phase", "phase", "seconds"}``: the time spent inside one outermost :class:`phase` block.
+- ``{"event": "phase", "phase", "seconds"}``: the time spent inside one outermost :class:`phase` block;
+- ``{"event": "reused", "phase", "seconds", "what"}``: work of ``phase`` taken from a cache instead of
+  done (a trained model, kept predictions or tables), with the seconds it took when it was done (null
+  where that was not recorded); the index adds them to this run's minutes, which gives the minutes a
+  render with empty caches takes (:func:`reused_event`).
 """
 
 from __future__ import annotations
@@ -23,7 +27,10 @@ import math
 import os
 import threading
 import time
+from pathlib import Path
 from typing import Any
+
+from bloodlib.fsutil import atomic_write_bytes
 
 #: The environment variable naming the event file (set by the report runner for its kernels).
 CHANNEL_ENV = "BLOODLIB_PROGRESS"
@@ -32,6 +39,9 @@ PHASES = ("training", "evaluation", "bootstrap", "plots")
 
 _WRITE = threading.Lock()
 _ACTIVE = threading.local()
+#: kept items (model folders, kept files) this process computed or reported as reused: each counts once,
+#: so a model trained in this notebook and loaded again later is not reported as reused work
+_COUNTED: set[str] = set()
 
 
 def emit(event: str, **fields: Any) -> bool:
@@ -107,3 +117,51 @@ def epoch_event(*, desc: str, epoch: int, epochs: int, seconds: float, mean_seco
         eta_s=float(mean_seconds) * max(0, int(epochs) - int(epoch)),
         metrics=numbers,
     )
+
+
+def computed(item: Path | str) -> None:
+    """Note that this process computed the kept ``item`` (a model folder, a kept file): taking it from the
+    cache later in the same process is not reused work (:func:`reused_event`)."""
+    _COUNTED.add(str(item))
+
+
+def reused_event(*, phase: str, seconds: float | None, what: str, item: Path | str) -> bool:
+    """:func:`emit` that ``what``, work of ``phase``, was taken from a cache instead of done; ``seconds``:
+    what doing it took (None: not recorded). Sent once per kept ``item`` and process, and not for an
+    item this process computed (:func:`computed`); returns whether it was sent.
+
+    Raises:
+        ValueError: ``phase`` is not one of :data:`PHASES`.
+    """
+    if phase not in PHASES:
+        raise ValueError(f"phase {phase!r} is not one of {', '.join(PHASES)}")
+    if str(item) in _COUNTED:
+        return False
+    _COUNTED.add(str(item))
+    known = isinstance(seconds, (int, float)) and not isinstance(seconds, bool) and math.isfinite(seconds)
+    return emit("reused", phase=phase, seconds=float(seconds) if known else None, what=what)
+
+
+def cost_file(path: Path) -> Path:
+    """Where the seconds that computing the kept file ``path`` took are recorded (``<stem>.seconds.json``)."""
+    return path.with_name(f"{path.stem}.seconds.json")
+
+
+def record_cost(path: Path, seconds: float) -> None:
+    """Record beside the kept file ``path`` that computing it took ``seconds`` (best effort: a cache that
+    cannot take the record still works, its reuse is just reported without seconds); :func:`computed`."""
+    computed(path)
+    try:
+        atomic_write_bytes(cost_file(path), json.dumps({"seconds": round(float(seconds), 3)}).encode())
+    except OSError:
+        pass
+
+
+def reused_file(path: Path, *, phase: str, what: str) -> bool:
+    """:func:`reused_event` for the kept file ``path``, with the seconds :func:`record_cost` recorded."""
+    try:
+        seconds = json.loads(cost_file(path).read_text(encoding="utf-8")).get("seconds")
+    except (OSError, ValueError, AttributeError):
+        seconds = None
+    known = seconds if isinstance(seconds, (int, float)) else None
+    return reused_event(phase=phase, seconds=known, what=what, item=path)

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import io
 import json
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -19,6 +20,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from bloodlib import progress
 from bloodlib.fsutil import atomic_write_bytes
 from bloodlib.modelcache import run_key
 from bloodlib.paths import cache_dir
@@ -94,14 +96,21 @@ def from_bytes(data: bytes) -> dict[str, Table]:
 def cached_tables(task: str, inputs: dict[str, Any], compute: Callable[[], dict[str, Table]]) -> dict[str, Table]:
     """``compute()``, or what it returned before for the same ``inputs`` (JSON-serialisable: parameters,
     data digests, :func:`~bloodlib.modelcache.source_digest` of the code). Frames come back with a
-    fresh ``RangeIndex``."""
+    fresh ``RangeIndex``. The seconds ``compute()`` took are kept beside the file and reported as reused
+    training when it is read back (:func:`bloodlib.progress.reused_file`; notebook 03's protocols are
+    its training)."""
     path = results_root() / task / f"{run_key(inputs, {})}.npz"
     if path.is_file():
         try:
-            return from_bytes(path.read_bytes())
+            tables = from_bytes(path.read_bytes())
         except (OSError, ValueError, KeyError, EOFError):
             pass  # damaged: computed again below
+        else:
+            progress.reused_file(path, phase="training", what=task)
+            return tables
+    started = time.perf_counter()
     tables = compute()
     data = to_bytes(tables)
     atomic_write_bytes(path, data)
+    progress.record_cost(path, time.perf_counter() - started)
     return from_bytes(data)  # what a cached run returns, so both runs show the same

@@ -52,7 +52,7 @@ from tqdm.auto import tqdm
 from bloodlib import distributed
 from bloodlib.distributed import World
 from bloodlib.modelcache import CorruptModelError, ModelRun, rebuild_damaged, seed_everything
-from bloodlib.progress import epoch_event, phase
+from bloodlib.progress import computed, epoch_event, phase, reused_event
 from bloodlib.torchutil import PRECISIONS, effective_precision
 
 OPTIMIZERS = ("adam", "adamw", "sgd")
@@ -527,12 +527,18 @@ def load_or_train(
     """
     if distributed.from_main(run.is_complete):  # reading needs no lock (a read-only models folder works)
         try:
-            return TrainedModel.from_cache(run, build(), name=name)
+            return _reused(TrainedModel.from_cache(run, build(), name=name))
         except CorruptModelError:
             if not rebuild_damaged():
                 raise
     with run.lock() if distributed.world().is_main else contextlib.nullcontext():
         return _load_or_train_locked(run, build, train, name=name, seed=seed)
+
+
+def _reused(trained: TrainedModel) -> TrainedModel:
+    """``trained``, taken from the cache, reported as reused training (:func:`bloodlib.progress.reused_event`)."""
+    reused_event(phase="training", seconds=trained.train_seconds, what=trained.name, item=trained.run.folder)
+    return trained
 
 
 def _load_or_train_locked(
@@ -542,7 +548,7 @@ def _load_or_train_locked(
 
     if distributed.from_main(run.is_complete):  # finished by another process while this one waited, or damaged
         try:
-            return TrainedModel.from_cache(run, build(), name=name)
+            return _reused(TrainedModel.from_cache(run, build(), name=name))
         except CorruptModelError as err:
             if not rebuild_damaged():
                 raise
@@ -562,6 +568,7 @@ def _load_or_train_locked(
             launch=result.launch,
         )
     distributed.barrier()  # the cache is complete when any process returns
+    computed(run.folder)  # loading it again in this process is not reused work
     model.load_state_dict(result.state)
     model.cpu().eval()
     return TrainedModel(name, model, result.history, result.best_epoch, result.seconds, False, run, result.launch)

@@ -186,6 +186,82 @@ def test_the_index_shows_minutes_per_notebook_and_phase(tmp_path):
     assert 'id="time"' in render_index(tmp_path, {"provenance": {}, "notebooks": runs})
 
 
+def test_work_taken_from_caches_is_reported_with_the_seconds_it_took(monkeypatch, tmp_path):
+    """A cached model, kept predictions and kept tables each send a "reused" event with the seconds
+    doing the work took; the first (computing) call sends none."""
+    import numpy as np
+
+    from bloodlib import modelcache, resultcache
+    from bloodlib.training import load_or_train
+
+    channel = tmp_path / "events.jsonl"
+    monkeypatch.setenv(progress.CHANNEL_ENV, str(channel))
+    monkeypatch.setenv("BLOODLIB_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setattr(progress, "_COUNTED", set())  # a fresh kernel
+    run = modelcache.ModelRun("demo/linear", {"epochs": 2}, {"data": "d"}, tmp_path / "models")
+
+    def train(model):
+        return fit(model, _Linear(), TrainConfig(2, 2, 0.1), run=run, progress=False, desc="demo")
+
+    def make():
+        return torch.nn.Linear(1, 1)
+
+    def work():
+        trained = load_or_train(run, make, train, name="linear", seed=0)
+        modelcache.cached_output(run, "logits", {"x": 1}, compute)
+        resultcache.cached_tables("demo", {"x": 1}, lambda: {"a": np.arange(2)})
+        return trained
+
+    compute = lambda: np.arange(3.0)  # noqa: E731
+    trained = work()
+    work()  # again in the same kernel: what it computed itself is not reused work
+    assert [e["event"] for e in events(channel) if e["event"] == "reused"] == []
+    monkeypatch.setattr(progress, "_COUNTED", set())  # the next render's kernel
+    channel.write_text("")
+    load_or_train(run, make, train, name="linear", seed=0)
+    modelcache.cached_output(run, "logits", {"x": 1}, compute)
+    resultcache.cached_tables("demo", {"x": 1}, lambda: {"a": np.arange(2)})
+    reused = [e for e in events(channel) if e["event"] == "reused"]
+    assert [(e["phase"], e["what"]) for e in reused] == [
+        ("training", "linear"),
+        ("evaluation", "demo/linear logits"),
+        ("training", "demo"),
+    ]
+    work()  # each kept item counts once per kernel
+    assert len([e for e in events(channel) if e["event"] == "reused"]) == 3
+    assert reused[0]["seconds"] == pytest.approx(trained.train_seconds)
+    assert all(isinstance(e["seconds"], float) and e["seconds"] >= 0 for e in reused)
+    for record in (tmp_path / "models" / "predictions").rglob("*.seconds.json"):  # e.g. imported without it
+        record.unlink()
+    monkeypatch.setattr(progress, "_COUNTED", set())
+    channel.write_text("")
+    modelcache.cached_output(run, "logits", {"x": 1}, compute)
+    assert [e["seconds"] for e in events(channel)] == [None]
+    with pytest.raises(ValueError, match="phase 'waiting' is not one of"):
+        progress.reused_event(phase="waiting", seconds=1.0, what="x", item="x")
+
+
+def test_the_index_adds_reused_work_to_the_minutes_of_a_render_with_empty_caches(tmp_path):
+    watch = NotebookWatch("05_demo", tmp_path / "events.jsonl")
+    with open(watch.channel, "a") as channel:
+        for seconds in (1200.0, 300.0, None):
+            phase = "evaluation" if seconds == 300.0 else "training"
+            channel.write(json.dumps({"event": "reused", "phase": phase, "seconds": seconds, "what": "m"}) + "\n")
+    watch.read_events()
+    assert watch.reused() == {"training": 1200.0, "evaluation": 300.0, "bootstrap": 0.0, "plots": 0.0, "unrecorded": 1}
+    runs = {
+        "01_x": {"wall_s": 60.0, "phases": {"training": 0.0}, "reused": {"training": 540.0, "unrecorded": 0}},
+        "05_demo": {"wall_s": 120.0, "phases": {"training": 0.0}, "reused": watch.reused()},
+    }
+    rows = phase_rows(runs)
+    assert [(r["reused"], r["empty_cache"], r["unrecorded"]) for r in rows] == [(540.0, 600.0, 0), (1500.0, 1620.0, 1)]
+    section = timing_section(runs)
+    assert '<td class="num">9.0</td><td class="num">10.0</td></tr>' in section  # 01_x: reused, empty caches
+    assert '<td class="num">25.0</td><td class="num">&ge; 27.0</td></tr>' in section  # one item unrecorded
+    assert '<th class="num">34.0</th><th class="num">&ge; 37.0</th></tr>' in section  # all notebooks
+    assert timing_section({"02_old": {"wall_s": 60.0}}).count('<td class="num">–</td>') >= 2  # no record
+
+
 @pytest.mark.slow
 def test_bloodlib_report_prints_cells_epochs_and_a_final_table(tmp_path):
     """A notebook that trains through ``fit``, rendered by ``bloodlib report`` in a subprocess: what

@@ -7,8 +7,8 @@ For every notebook :class:`NotebookWatch` follows the execution from two sides:
   first line) and each cell's seconds;
 - the kernel's event file (:mod:`bloodlib.progress`, named by ``BLOODLIB_PROGRESS`` in the kernel's
   environment), read by a thread while the notebook runs: a line per training epoch (epoch n/N, loss,
-  validation metrics, seconds per epoch, time left) and the seconds of each phase (training,
-  evaluation, bootstrap, plots).
+  validation metrics, seconds per epoch, time left), the seconds of each phase (training,
+  evaluation, bootstrap, plots) and the recorded seconds of the work taken from caches instead.
 
 :class:`Console` prints those lines (one lock, so notebooks run in parallel never mix a line);
 :func:`summary_table` is the closing table of a run. A sample::
@@ -100,6 +100,8 @@ class NotebookWatch:
         self.started = time.perf_counter()
         self.cells: list[dict[str, Any]] = []
         self._phases: dict[str, float] = {}
+        self._reused: dict[str, float] = {}
+        self._reused_unknown = 0
         self._code_cells: list[int] = []  # notebook indices of the code cells that run
         self._cell_started: dict[int, float] = {}
         self._offset, self._partial = 0, ""
@@ -193,6 +195,12 @@ class NotebookWatch:
         kind = event.get("event")
         if kind == "phase" and event.get("phase") in PHASES and isinstance(event.get("seconds"), (int, float)):
             self._phases[event["phase"]] = self._phases.get(event["phase"], 0.0) + float(event["seconds"])
+        elif kind == "reused" and event.get("phase") in PHASES:
+            seconds = event.get("seconds")
+            if isinstance(seconds, (int, float)) and not isinstance(seconds, bool):
+                self._reused[event["phase"]] = self._reused.get(event["phase"], 0.0) + float(seconds)
+            else:
+                self._reused_unknown += 1
         elif kind == "epoch":
             self._say(epoch_line(event))
 
@@ -201,6 +209,12 @@ class NotebookWatch:
         kernel start, data, tables, HTML), rounded to 0.1 s."""
         spent = {p: round(self._phases.get(p, 0.0), 1) for p in PHASES}
         return {**spent, "other": round(max(0.0, wall_s - sum(spent.values())), 1)}
+
+    def reused(self) -> dict[str, float | int]:
+        """Recorded seconds per phase of the work this run took from caches (trained models, kept
+        predictions and tables) instead of doing it, and ``unrecorded``: how many reused items had no
+        record of their seconds (e.g. predictions imported with a bundle)."""
+        return {**{p: round(self._reused.get(p, 0.0), 1) for p in PHASES}, "unrecorded": self._reused_unknown}
 
     def say(self, text: str) -> None:
         """Print ``text`` for this notebook (nothing without a console)."""

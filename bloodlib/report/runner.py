@@ -148,6 +148,9 @@ class NotebookRun:
     error: str | None = None
     #: seconds per phase: training, evaluation, bootstrap, plots and other (:meth:`NotebookWatch.phases`)
     phases: dict = field(default_factory=dict)
+    #: recorded seconds per phase of the work taken from caches instead of done, and how many reused items
+    #: had no record (:meth:`NotebookWatch.reused`); with ``wall_s``, the time of a run with empty caches
+    reused: dict = field(default_factory=dict)
     #: one ``{"cell": n, "label": first line, "seconds"}`` per code cell that ran
     cells: list = field(default_factory=list)
 
@@ -312,6 +315,7 @@ def run_notebook(
         data=provenance.data_checksums(params_mod.DATASETS.get(name, ())),
         error=error,
         phases=watch.phases(wall_s),
+        reused=watch.reused(),
         cells=watch.cells,
     )
 
