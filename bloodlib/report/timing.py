@@ -3,8 +3,8 @@
 It reads what the runner records per notebook in ``runs.json`` (:class:`~bloodlib.report.runner.NotebookRun`):
 ``phases`` (seconds of training, evaluation, bootstrap, plots and other, :mod:`bloodlib.progress`),
 ``reused`` (the recorded seconds of the work taken from caches instead of done) and ``cells`` (seconds
-of each code cell). This run's minutes plus the reused minutes are what a render with empty caches
-takes on the machine that did the work. Runs recorded before these existed show their total time only.
+of each code cell). This run's minutes plus the reused minutes are a little less than a render with
+empty caches takes on the machine that did the work (crops and prepared data are kept too, untimed). Runs recorded before these existed show their total time only.
 """
 
 from __future__ import annotations
@@ -103,8 +103,9 @@ def timing_section(runs: dict[str, dict]) -> str:
         "sets), bootstrap (confidence intervals), plots (drawing and saving figures) and other (kernel start, "
         "data loading and cropping, tables, rendering the HTML). <i>Reused</i>: the minutes the work this run "
         "took from caches (trained models, kept predictions and tables) took when it was done; <i>with empty "
-        "caches</i>: this run plus the reused work, the time of a first render on the machine that did it "
-        "(&ge;: some reused work has no record of its time, e.g. predictions imported with a bundle).</p>\n"
+        "caches</i>: this run plus the reused work, a little less than a first render takes on the machine "
+        "that did the work (the WBC crops and prepared data kept between renders are not counted; &ge;: some "
+        "reused work has no record of its time, e.g. predictions imported with a bundle).</p>\n"
         f'<table class="timing"><tr><th>notebook</th><th>minutes</th>{head}'
         f"<th>reused</th><th>with empty caches</th></tr>{body}</table>\n{cells}"
     )
