@@ -163,5 +163,4 @@ def reused_file(path: Path, *, phase: str, what: str) -> bool:
         seconds = json.loads(cost_file(path).read_text(encoding="utf-8")).get("seconds")
     except (OSError, ValueError, AttributeError):
         seconds = None
-    known = seconds if isinstance(seconds, (int, float)) else None
-    return reused_event(phase=phase, seconds=known, what=what, item=path)
+    return reused_event(phase=phase, seconds=seconds, what=what, item=path)  # a non-number is sent as null

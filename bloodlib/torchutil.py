@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from bloodlib.params import PRECISIONS
+from bloodlib.params import precision_check
 
 
 def bf16_supported() -> bool:
@@ -22,10 +22,11 @@ def effective_precision(precision: str) -> str:
     ``"float32"``.
 
     Raises:
-        ValueError: ``precision`` is not one of :data:`PRECISIONS`.
+        ValueError: ``precision`` is not one of :data:`bloodlib.params.PRECISIONS`.
     """
-    if precision not in PRECISIONS:
-        raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}, got {precision!r}")
+    ok, problem = precision_check(precision)
+    if not ok:
+        raise ValueError(problem)
     return "bfloat16" if precision == "bfloat16" and bf16_supported() else "float32"
 
 

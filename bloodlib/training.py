@@ -52,8 +52,9 @@ from tqdm.auto import tqdm
 from bloodlib import distributed
 from bloodlib.distributed import World
 from bloodlib.modelcache import CorruptModelError, ModelRun, rebuild_damaged, seed_everything
+from bloodlib.params import precision_check
 from bloodlib.progress import computed, epoch_event, phase, reused_event
-from bloodlib.torchutil import PRECISIONS, effective_precision
+from bloodlib.torchutil import effective_precision
 
 OPTIMIZERS = ("adam", "adamw", "sgd")
 
@@ -106,8 +107,9 @@ class TrainConfig:
             raise ValueError(f"final_lr_fraction must be in (0, 1], got {self.final_lr_fraction!r}")
         if self.warmup_epochs < 0 or self.grad_clip < 0:
             raise ValueError(f"warmup_epochs and grad_clip must be >= 0, got {self.warmup_epochs}, {self.grad_clip}")
-        if self.precision not in PRECISIONS:
-            raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}, got {self.precision!r}")
+        ok, problem = precision_check(self.precision)
+        if not ok:
+            raise ValueError(problem)
 
 
 class TrainingTask(Protocol):

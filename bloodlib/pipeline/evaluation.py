@@ -249,8 +249,8 @@ def precision_check(
     import time
 
     from bloodlib.detection.metrics import average_precision, choose_count_thresholds, count_frame, count_summary
+    from bloodlib.params import PRECISIONS
     from bloodlib.pipeline.infer import detect_paths
-    from bloodlib.torchutil import PRECISIONS
 
     rows = []
     for precision in PRECISIONS:
