@@ -238,13 +238,9 @@ def _write_outputs(
     started: float,
 ) -> AnalyzeResult:
     """Analyse the inputs of ``plan`` and write every output into the (staging) folder ``out``, ``run.json`` last."""
-    from bloodlib.pipeline import covid, outputs
-    from bloodlib.pipeline.annotate import annotate, png_bytes
-    from bloodlib.pipeline.infer import Classifier, run_fields_of
-    from bloodlib.pipeline.io import printable
-    from bloodlib.pipeline.ood import flag_field
+    from bloodlib.pipeline import outputs
+    from bloodlib.pipeline.infer import Classifier
 
-    age_value, sex_code = demographics
     covid_model, covid_info = covid_model_info
     problems = list(plan.problems)
     if covid_model is None:
@@ -252,11 +248,47 @@ def _write_outputs(
         problems.append(Problem(WARNING, "", "", f"no COVID-19 model, probabilities left empty: {reason}"))
     detector = models.fast_detector(p.precision, um_per_pixel=p.um_per_pixel)
     classifier = Classifier(models.classifier, models.policy)
-
-    fields = plan.fields
-    readable = [f for f in fields if f.error is None]
-    results: dict[str, list] = {s: [] for s in plan.samples}
     inference_started = time.perf_counter()
+    results = _analyse_fields(out, plan, p, models, detector, classifier, problems, annotate_images, progress)
+    inference_s = time.perf_counter() - inference_started
+    samples = _write_samples(out, plan, results, p, covid_model_info, demographics, problems)
+
+    atomic_write_text(out / "summary.csv", outputs.summary_csv(samples))
+    atomic_write_text(out / "messages.csv", outputs.messages_csv(problems))
+    atomic_write_text(out / "NOTICE.txt", outputs.NOTICE_TEXT)
+    images = len(plan.fields)
+    images_ok = sum(r.ok for rs in results.values() for r in rs)
+    seconds = time.perf_counter() - started
+    info = _run_info(paths, p, models, detector.precision, covid_info, images, images_ok)
+    info["seconds_total"] = seconds
+    info["seconds_inference_and_writing"] = inference_s
+    info["images_per_second"] = images / inference_s if inference_s > 0 else None
+    info |= {"errors": sum(x.level == ERROR for x in problems), "warnings": sum(x.level == WARNING for x in problems)}
+    atomic_write_text(out / "run.json", outputs.json_text(info))
+    return AnalyzeResult(out, samples, problems, images, images_ok, seconds, info)
+
+
+def _analyse_fields(
+    out: Path,
+    plan: Any,
+    p: PipelineParams,
+    models: Any,
+    detector: Any,
+    classifier: Any,
+    problems: list[Problem],
+    annotate_images: bool,
+    progress: bool,
+) -> dict[str, list[FieldResult]]:
+    """Sample -> the result of each of its fields, in order; each field's files are written as soon as it is
+    done (by one writer thread, so PNG encoding and writing overlap with inference) and its problems appended
+    to ``problems``."""
+    from bloodlib.pipeline import outputs
+    from bloodlib.pipeline.annotate import annotate, png_bytes
+    from bloodlib.pipeline.infer import run_fields_of
+    from bloodlib.pipeline.ood import flag_field
+
+    readable = [f for f in plan.fields if f.error is None]
+    results: dict[str, list] = {s: [] for s in plan.samples}
     stream = iter(
         run_fields_of(p, [f.path for f in readable], detector, classifier, models.thresholds, progress=progress)
     )
@@ -266,10 +298,10 @@ def _write_outputs(
         outputs.write_field(out / "samples" / f.sample, f, r, models.thresholds, png)
         r.rgb = None  # the image is no longer needed
 
-    # one writer thread: PNG encoding and file writes overlap with inference (zlib and OpenCV release the GIL)
+    # zlib and OpenCV release the GIL
     with ThreadPoolExecutor(max_workers=1) as writer:
         pending: deque[Future] = deque()
-        for index, f in enumerate(fields):
+        for index, f in enumerate(plan.fields):
             r = FieldResult(index, error=f.error) if f.error is not None else next(stream)
             if r.ok:
                 flag_field(r, models.ood)
@@ -286,10 +318,26 @@ def _write_outputs(
                 pending.popleft().result()  # bounded memory; a failed write raises here
         for future in pending:
             future.result()
-    inference_s = time.perf_counter() - inference_started
+    return results
 
-    samples = []
+
+def _write_samples(
+    out: Path,
+    plan: Any,
+    results: dict[str, list[FieldResult]],
+    p: PipelineParams,
+    covid_model_info: tuple[Any, dict[str, Any]],
+    demographics: tuple[float | None, int | None],
+    problems: list[Problem],
+) -> list[tuple[SampleAggregate, dict[str, Any]]]:
+    """Aggregate each sample's fields, predict its COVID-19 probability and write its ``fields.csv`` and
+    ``sample.json``; a sample none of whose images could be analysed is appended to ``problems``."""
+    from bloodlib.pipeline import covid, outputs
+
+    age_value, sex_code = demographics
+    covid_model, covid_info = covid_model_info
     demographics_out = {"age": age_value, "sex": {1: "M", 0: "F"}.get(sex_code)} if age_value is not None else {}
+    samples = []
     for name, sample_fields in plan.samples.items():
         agg = aggregate(name, plan.sources[name], sample_fields, results[name], covid.COUNT_PSEUDO)
         if not agg.ok:
@@ -308,34 +356,35 @@ def _write_outputs(
             folder / "sample.json",
             outputs.json_text(outputs.sample_payload(agg, flags, sample_fields, results[name], demographics_out)),
         )
+    return samples
 
-    atomic_write_text(out / "summary.csv", outputs.summary_csv(samples))
-    atomic_write_text(out / "messages.csv", outputs.messages_csv(problems))
-    atomic_write_text(out / "NOTICE.txt", outputs.NOTICE_TEXT)
-    images_ok = sum(r.ok for rs in results.values() for r in rs)
-    seconds = time.perf_counter() - started
+
+def _run_info(
+    paths: list[str | Path],
+    p: PipelineParams,
+    models: Any,
+    detector_precision: str,
+    covid_info: dict[str, Any],
+    images: int,
+    images_ok: int,
+) -> dict[str, Any]:
+    """``run.json`` up to its timing and problem counts: what ran, on what, with which models and parameters."""
     from bloodlib.params import as_dict
+    from bloodlib.pipeline.io import printable
 
-    info = {
+    return {
         "tool": TOOL,
         "status": "complete",
         "inputs": [printable(str(x)) for x in paths],
         "models": models.info,
-        "detector_precision": detector.precision,
+        "detector_precision": detector_precision,
         "score_thresholds": models.thresholds,
         "score_threshold_source": models.threshold_source,
         "covid19_model": covid_info,
         "params": as_dict(p),
-        "images": len(fields),
+        "images": images,
         "images_analysed": images_ok,
-        "seconds_total": seconds,
-        "seconds_inference_and_writing": inference_s,
-        "images_per_second": len(fields) / inference_s if inference_s > 0 else None,
-        "errors": sum(x.level == ERROR for x in problems),
-        "warnings": sum(x.level == WARNING for x in problems),
     }
-    atomic_write_text(out / "run.json", outputs.json_text(info))
-    return AnalyzeResult(out, samples, problems, len(fields), images_ok, seconds, info)
 
 
 def print_report(result: AnalyzeResult, write: Any = print) -> None:
