@@ -14,9 +14,10 @@ each general detector (``general/colour/<key>/colour.json``) and, with notebook 
 counting-threshold file (``pipeline/count_thresholds/*/thresholds.json``, a few hundred bytes each; their
 keys hash the detector and the validation data, which a bundle cannot recompute without the data, so the
 ones no model here uses are carried but never read). The predictions the reports kept for these models
-(``predictions/<task>/<key>/*.npy``, :func:`bloodlib.modelcache.cached_output`) travel too, so a class's
-render does not predict again either; import checks each is a numeric array (read without unpickling)
-and adds them beside the predictions already there. A bundle never holds
+(``predictions/<task>/<key>/*.npy``, :func:`bloodlib.modelcache.cached_output`) travel too, with the
+seconds predicting took (``*.seconds.json``, for the index's "with empty caches"), so a class's render
+does not predict again either; import checks each is a numeric array (read without unpickling) and each
+record a number of seconds, and adds them beside the predictions already there. A bundle never holds
 checkpoints (``checkpoint.pt``), the scikit-learn COVID-19 model of notebook 04 (a pickle: it is
 refitted on OSR in seconds) or cached crops.
 
@@ -83,7 +84,7 @@ ALLOWED: tuple[tuple[re.Pattern[str], re.Pattern[str]], ...] = (
     (re.compile(r"pipeline/count_thresholds"), re.compile(r"thresholds\.json")),
     (
         re.compile(rf"{PREDICTIONS}/(?:{'|'.join(task for task, _ in _RUN_FILES)})"),
-        re.compile(r"[a-z_]+-[0-9a-f]{16}\.npy"),
+        re.compile(r"[a-z_]+-[0-9a-f]{16}\.(?:npy|seconds\.json)"),
     ),
 )
 #: Folders of side files (JSON keyed by a detector and data), not training runs.
@@ -577,10 +578,17 @@ def _check_staged(staging: Path, manifest: dict[str, Any]) -> list[Path]:
 
 
 def _check_predictions(folder: Path, shown: str) -> None:
-    """Every kept prediction in ``folder`` is a numeric ``.npy`` array (read without unpickling anything)."""
+    """Every kept prediction in ``folder`` is a numeric ``.npy`` array (read without unpickling anything),
+    every ``.seconds.json`` beside them ``{"seconds": <number>}``."""
     import numpy as np
 
     for path in sorted(folder.iterdir()):
+        if path.name.endswith(".seconds.json"):
+            record = json.loads(path.read_text(encoding="utf-8"))
+            seconds = record.get("seconds") if isinstance(record, dict) else None
+            if isinstance(seconds, bool) or not isinstance(seconds, int | float) or not seconds >= 0:
+                raise BundleError(f"{shown}/{path.name} records no number of seconds: {record!r}")
+            continue
         try:
             values = np.load(path, allow_pickle=False)
         except (OSError, ValueError, EOFError) as err:

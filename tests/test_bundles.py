@@ -86,8 +86,9 @@ def test_kept_predictions_travel_with_their_model(tmp_path, fake_notebook):
     logits = cached_output(run, "logits", {"canvases": "abc"}, lambda: np.arange(8.0).reshape(4, 2))
     bundle = tmp_path / "models.tar.gz"
     manifest = export_bundle(bundle, profile="quick", notebooks=[fake_notebook], models=source)
-    [kept] = [n for n in manifest["files"] if n.startswith("models/predictions/")]
+    kept, seconds = sorted(n for n in manifest["files"] if n.startswith("models/predictions/"))
     assert kept.startswith(f"models/predictions/{TASK}/{run.key}/logits-") and kept.endswith(".npy")
+    assert seconds == kept.removesuffix(".npy") + ".seconds.json"  # the index's "with empty caches" needs it
 
     student = tmp_path / "student"
     own = student / "predictions" / TASK / run.key / "logits-0123456789abcdef.npy"
@@ -101,6 +102,8 @@ def test_kept_predictions_travel_with_their_model(tmp_path, fake_notebook):
         raise AssertionError("predicted again although the bundle brought the predictions")
 
     assert np.array_equal(cached_output(placed, "logits", {"canvases": "abc"}, never), logits)
+    record = student / seconds.removeprefix("models/")
+    assert json.loads(record.read_text()) == json.loads((source / seconds.removeprefix("models/")).read_text())
 
 
 def test_import_refuses_predictions_that_are_not_numeric_arrays(tmp_path):
@@ -113,6 +116,10 @@ def test_import_refuses_predictions_that_are_not_numeric_arrays(tmp_path):
     np.save(buffer, np.array([{"a": 1}], dtype=object), allow_pickle=True)
     _assert_refused(
         _bundle(tmp_path, {**files, name: buffer.getvalue()}), tmp_path / "root", BundleError, "not a numeric"
+    )
+    record = f"models/predictions/{TASK}/{key}/logits-{'0' * 16}.seconds.json"
+    _assert_refused(
+        _bundle(tmp_path, {**files, record: b'{"seconds": "soon"}'}), tmp_path / "root", BundleError, "no number"
     )
     odd = f"models/predictions/{TASK}/{key}/logits.pkl"
     _assert_refused(

@@ -213,7 +213,7 @@ class NotebookWatch:
     def reused(self) -> dict[str, float | int]:
         """Recorded seconds per phase of the work this run took from caches (trained models, kept
         predictions and tables) instead of doing it, and ``unrecorded``: how many reused items had no
-        record of their seconds (e.g. predictions imported with a bundle)."""
+        record of their seconds (e.g. predictions kept before such records existed)."""
         return {**{p: round(self._reused.get(p, 0.0), 1) for p in PHASES}, "unrecorded": self._reused_unknown}
 
     def say(self, text: str) -> None:

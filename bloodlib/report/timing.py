@@ -105,7 +105,7 @@ def timing_section(runs: dict[str, dict]) -> str:
         "took from caches (trained models, kept predictions and tables) took when it was done; <i>with empty "
         "caches</i>: this run plus the reused work, a little less than a first render takes on the machine "
         "that did the work (the WBC crops and prepared data kept between renders are not counted; &ge;: some "
-        "reused work has no record of its time, e.g. predictions imported with a bundle).</p>\n"
+        "reused work has no record of its time, e.g. predictions kept before such records existed).</p>\n"
         f'<table class="timing"><tr><th>notebook</th><th>minutes</th>{head}'
         f"<th>reused</th><th>with empty caches</th></tr>{body}</table>\n{cells}"
     )
