@@ -40,7 +40,7 @@ import contextlib
 import math
 import random
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import asdict, dataclass, field
 from typing import Any, Protocol
 
@@ -504,6 +504,16 @@ class TrainedModel:
         model.cpu().eval()
         history, best_epoch, seconds = info["history"], int(info["best_epoch"]), float(info["train_seconds"])
         return cls(name, model, history, best_epoch, seconds, True, run, dict(info.get("launch") or {}))
+
+
+def networks(trained: Mapping[str, TrainedModel]) -> dict[str, nn.Module]:
+    """Name -> the network of each of ``trained``."""
+    return {name: t.model for name, t in trained.items()}
+
+
+def histories(trained: Mapping[str, TrainedModel]) -> dict[str, list[dict[str, float]]]:
+    """Name -> the per-epoch history of each of ``trained``."""
+    return {name: t.history for name, t in trained.items()}
 
 
 def load_or_train(

@@ -14,8 +14,10 @@ from bloodlib.classification.canvases import CanvasSet
 from bloodlib.classification.data import CLASSES
 from bloodlib.classification.evaluation import (
     TEST_UNSEEN,
+    formatted_sets,
     paper_accuracy,
     selected_model,
+    table3,
     table3_sets,
     without_train_groups,
 )
@@ -216,3 +218,47 @@ def test_report_metrics_and_table3_sets():
     assert metrics["selected_model"] == "arch2" and metrics["localizer"] == {"x": 1.0}
     assert metrics["evidence"] == {"t": [{"x": 1.0}]}
     assert [row["set"] for row in metrics["sets"]] == list(data.sets)
+
+
+def fake_predictions(models: tuple[str, ...]) -> pd.DataFrame:
+    """Four images per model on TEST and on BCCD, one of them wrong."""
+    rows = [
+        {"model": m, "set": s, "y_true": i, "y_pred": (i + (i == 3)) % 4, "group": i}
+        for m in models
+        for s in ("TEST", "BCCD")
+        for i in range(4)
+    ]
+    return pd.DataFrame(rows)
+
+
+def test_report_figures_are_named_for_the_files_they_become():
+    rows = [{"epoch": e, "train_loss": 1 / e, "val_loss": 1 / e, "train_acc": 0.5, "val_bacc": 0.5} for e in (1, 2)]
+    models = {n: TrainedModel(n, None, rows, 2, 1.0, True, None) for n in ("resnet50", "arch2")}
+    curves = summaries.learning_curve_figures(models)
+    assert list(curves) == ["fig6_learning_curves_standard", "fig7_learning_curves_custom"]
+    assert curves["fig7_learning_curves_custom"].texts[0].get_text() == "Figure 7: custom architectures"
+    figures = summaries.confusion_figures(fake_predictions(("resnet50", "arch2")))
+    assert list(figures) == ["fig10_confusion_arch2", "confusion_all_test", "confusion_all_bccd"]
+    assert list(summaries.confusion_figures(fake_predictions(("resnet50",)))) == list(figures)[1:]  # no arch2
+
+
+def test_feature_map_figures_only_for_the_trained_models_of_figures_8_and_9():
+    from bloodlib.classification.models import build_model
+
+    models = {"arch2": TrainedModel("arch2", build_model("arch2").eval(), [], 1, 1.0, True, None)}
+    inputs = torch.rand(2, 3, 32, 32)
+    figures = summaries.feature_map_figures(models, inputs, ["neutrophil", "monocyte"], n_maps=3)
+    assert list(figures) == ["fig9_feature_maps_arch2"]
+    assert figures["fig9_feature_maps_arch2"].axes[0].get_title() == "neutrophil"
+    assert len(figures["fig9_feature_maps_arch2"].axes) == 2 * (3 + 1)
+
+
+def test_table3_per_set_display_and_layer_captions():
+    table = table3(fake_predictions(("resnet50", "arch2")), n_boot=10, seed=0)
+    shown = formatted_sets(table)
+    assert list(shown) == ["TEST", TEST_UNSEEN, "TEST_SIMPLE", "BCCD"]
+    assert list(shown["TEST"]["model"]) == ["resnet50", "arch2"] and shown["TEST_SIMPLE"].empty
+    assert shown["BCCD"].loc[0, "accuracy"].startswith("0.750 [")
+    layers = summaries.custom_layer_tables(("arch2",), (32, 32))
+    total = int(layers["arch2"]["params"].sum())
+    assert summaries.parameter_captions(layers) == {"arch2": f"**arch2**: {total:,} parameters"}

@@ -247,6 +247,7 @@ def test_report_tables_and_figures_on_hand_made_images(tmp_path):
     for fig in (
         plots.detection_grid(images, preds, {"VGG16-SSD300": 0.5, "HSV baseline": thresholds["HSV baseline"]}),
         plots.hsv_failures(images, empty, t, 0.5),
+        plots.hsv_failures([], [], t, 0.5),  # no failure: a line that says so
         plots.count_scatter(frames),
         plots.loss_curves({"m": [{"epoch": 1, "train_loss": 2.0, "train_bbox_regression": 1.0, "val_mAP": 0.5}]}),
     ):

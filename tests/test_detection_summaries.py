@@ -115,9 +115,10 @@ def test_report_metrics_hold_every_table_as_records():
         timing=frame,
         detectors={"vgg16": detector},
         evidence={"tta_selection": frame},
+        overlap_free={"map": frame},
     )
     assert metrics["table2"] == [{"x": 1}] and metrics["headline"]["best_model"] == "VGG16-SSD300"
-    assert metrics["evidence"] == {"tta_selection": [{"x": 1}]}
+    assert metrics["evidence"] == {"tta_selection": [{"x": 1}], "overlap_free_map": [{"x": 1}]}
     assert metrics["training"][0]["parameters"] == 3 and metrics["training"][0]["val_mAP50"] == 0.4
 
 
@@ -200,3 +201,17 @@ def test_hsv_grid_scores_every_point_and_marks_the_parameters(tmp_path):
     assert grid["boxes"].tolist() == [2, 1] and grid["found"].tolist() == [1, 1]
     assert grid["best"].tolist() == [False, True]
     assert "grid's best is min_area 1000" in selection.hsv_grid_text(grid)
+
+
+def test_train_detectors_keys_each_backbone_by_its_display_name_in_order(monkeypatch):
+    from bloodlib.detection import train
+
+    calls = []
+
+    def fake(p, backbone, parts):
+        calls.append(backbone)
+        return TrainedModel(train.DISPLAY[backbone], torch.nn.Linear(1, 1), [], 1, 1.0, True, None)
+
+    monkeypatch.setattr(train, "train_detector", fake)
+    trained = train.train_detectors(load_params("01_detection", "quick"), {})
+    assert calls == list(train.BACKBONES) and list(trained) == [train.DISPLAY[b] for b in train.BACKBONES]

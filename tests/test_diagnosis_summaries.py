@@ -10,13 +10,18 @@ from bloodlib.diagnosis import DISPLAY_NAMES, feature_columns, run_faithful, run
 from bloodlib.diagnosis.results import (
     SELECTED_NAME,
     best_oof,
+    calibration_figures,
     cohort_overview,
     compare_with_paper,
     faithful_text,
+    honest_captions,
     honest_table,
+    honest_tables_by_cohort,
     honest_text,
+    load_warnings_text,
     missing_values,
     paper_vs_ours,
+    roc_figures,
     table4_display,
 )
 from bloodlib.paper import paper_results
@@ -98,3 +103,21 @@ def test_honest_table_text_and_best_out_of_fold(results):
     best, y_true, proba = best_oof(honest)
     assert best == honest.best_classifier("auc") and len(y_true) == len(proba) == 80
     assert set(np.unique(y_true)) <= {0, 1} and ((proba >= 0) & (proba <= 1)).all()
+
+
+def test_every_cohort_gets_its_table_caption_and_figures(results):
+    _, honest = results
+    both = {"OSR": honest, "Einstein": honest}
+    assert list(honest_tables_by_cohort(both)) == ["OSR", "Einstein"]
+    assert honest_tables_by_cohort(both)["OSR"].equals(honest_table(honest))
+    assert honest_captions(both)["Einstein"] == honest_text("Einstein", honest)
+    assert list(roc_figures(both)) == ["roc_OSR", "roc_Einstein"]
+    calibration = calibration_figures(both, n_bins=5)
+    assert list(calibration) == ["calibration_OSR", "calibration_Einstein"]
+    assert calibration["calibration_OSR"].axes[0].get_title() == f"{SELECTED_NAME} — OSR"
+
+
+def test_load_warnings_text_lists_each_warning_or_says_there_were_none():
+    assert load_warnings_text([]) == "Loading the cohorts gave no warnings."
+    text = load_warnings_text(["cell B3 is text", "two rows lack a date"])
+    assert text.endswith("- cell B3 is text\n- two rows lack a date")

@@ -98,3 +98,17 @@ def test_headline_takes_the_worst_source():
     assert values["worst_source_map50"] == 0.8 and values["worst_rescaled_rbc_mape"] == 30.0
     assert values["worst_source_wbc_accuracy"] == 0.91 and values["general_training_minutes"] == 25.0
     assert not math.isnan(values["worst_source_platelet_mape"])
+
+
+def test_report_metrics_store_the_stain_reference_when_there_is_one():
+    from types import SimpleNamespace
+
+    stain = SimpleNamespace(to_dict=lambda: {"method": "reinhard"})
+    metrics = evaluation.report_metrics({"a": 1.0}, {"detector": 2.0}, {"WBC": 0.5}, stain)
+    assert metrics == {
+        "headline": {"a": 1.0},
+        "minutes": {"detector": 2.0},
+        "thresholds": {"WBC": 0.5},
+        "stain": {"method": "reinhard"},
+    }
+    assert evaluation.report_metrics({}, {}, {}, None)["stain"] is None

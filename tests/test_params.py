@@ -114,7 +114,29 @@ def test_notebooks_are_committed_without_outputs(name):
     for cell in notebook.cells:
         if cell.cell_type == "code":
             assert not cell.outputs and cell.execution_count is None
-            assert "def " not in cell.source, "notebooks are thin: functions belong in bloodlib"
+
+
+#: What a notebook's code cells may not hold: they call into bloodlib and show what it returns.
+LOGIC = (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef, ast.Lambda, ast.For, ast.While, ast.If, ast.IfExp)
+LOGIC += (ast.Try, ast.With, ast.ListComp, ast.DictComp, ast.SetComp, ast.GeneratorExp)
+
+
+def logic_in(source: str) -> list[str]:
+    """The definitions, loops, conditions and comprehensions in ``source``, one line each."""
+    return [f"{type(n).__name__}: {ast.unparse(n)[:60]}" for n in ast.walk(ast.parse(source)) if isinstance(n, LOGIC)]
+
+
+def test_logic_in_finds_loops_conditions_and_definitions():
+    assert logic_in("x = f(a)\nreport.tables(t, prefix='p')") == []
+    found = logic_in("for a in b:\n    show(a)\ny = [a for a in b] if c else None\ndef g():\n    pass")
+    assert [line.split(":")[0] for line in found] == ["For", "FunctionDef", "IfExp", "ListComp"]
+
+
+@pytest.mark.parametrize("name", notebook_names())
+def test_notebooks_hold_no_logic(name):
+    notebook = nbformat.read(ROOT / "notebooks" / f"{name}.ipynb", as_version=4)
+    found = [line for cell in notebook.cells if cell.cell_type == "code" for line in logic_in(cell.source)]
+    assert not found, f"{name}: notebooks are thin, this belongs in bloodlib: {found}"
 
 
 def test_params_from_namespace_takes_schema_fields_only(monkeypatch):

@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from bloodlib.modelcache import CorruptModelError, ModelRun
-from bloodlib.training import LRFactor, TrainConfig, fit, load_or_train
+from bloodlib.training import LRFactor, TrainConfig, fit, histories, load_or_train, networks
 from tests.training_helpers import classifier_task, detection_task, tiny_classifier, tiny_ssd
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -156,6 +156,7 @@ def test_load_or_train_caches_weights_and_history(tmp_path):
     assert torch.equal(again.model.weight, first.model.weight) and not again.model.training
     assert again.best_row["val_score"] == 0.9 and not run.checkpoint_path.exists()
     assert again.launch == first.launch and again.precision == first.precision == "float32"
+    assert networks({"linear": again}) == {"linear": again.model} and histories({"l": again}) == {"l": again.history}
 
     run.final_path.write_bytes(run.final_path.read_bytes()[:-7])  # an interrupted copy
     with pytest.raises(CorruptModelError, match="final.pt is damaged"):

@@ -132,6 +132,11 @@ def formatted(table: pd.DataFrame, set_name: str) -> pd.DataFrame:
     return out.reset_index(drop=True)
 
 
+def formatted_sets(table: pd.DataFrame) -> dict[str, pd.DataFrame]:
+    """Set name -> :func:`formatted` rows, for TEST, :data:`TEST_UNSEEN`, TEST_SIMPLE and BCCD."""
+    return {name: formatted(table, name) for name in ("TEST", TEST_UNSEEN, *EVAL_SETS[1:])}
+
+
 def confusions(preds: pd.DataFrame, set_name: str) -> dict[str, np.ndarray]:
     """Model -> confusion matrix (rows true, columns predicted) on ``set_name``."""
     part = preds[preds["set"] == set_name]

@@ -11,11 +11,13 @@ from typing import Any
 import numpy as np
 import pandas as pd
 import torch
+from matplotlib.figure import Figure
 
+from bloodlib.classification import plots
 from bloodlib.classification.canvases import CanvasSet
 from bloodlib.classification.crops import locate_wbc, read_rgb, white_balance
 from bloodlib.classification.data import CLASSES
-from bloodlib.classification.evaluation import paper_accuracy
+from bloodlib.classification.evaluation import confusions, paper_accuracy
 from bloodlib.classification.models import CUSTOM_MODELS
 from bloodlib.classification.train import EVAL_SETS
 from bloodlib.classification.transforms import AugmentConfig, eval_transform, train_transform
@@ -216,6 +218,11 @@ def custom_layer_tables(models: tuple[str, ...], input_size: tuple[int, int]) ->
     return {name: layer_summary(build_model(name), tuple(input_size)) for name in CUSTOM_MODELS if name in models}
 
 
+def parameter_captions(layer_tables: dict[str, pd.DataFrame]) -> dict[str, str]:
+    """Model -> Markdown caption with its parameter count, for the tables of :func:`custom_layer_tables`."""
+    return {name: f"**{name}**: {layers['params'].sum():,} parameters" for name, layers in layer_tables.items()}
+
+
 def training_text(summary: pd.DataFrame, *, profile: str, num_threads: int, input_size: tuple[int, int]) -> str:
     """One Markdown line: the training minutes of all models of a :func:`training_summary`."""
     precision = " / ".join(sorted(set(summary["arithmetic"])))
@@ -241,6 +248,14 @@ def learning_curve_groups(trained: dict) -> dict[str, tuple[str, dict[str, pd.Da
     return {figure: (title, histories) for figure, (title, histories) in groups.items() if histories}
 
 
+def learning_curve_figures(trained: dict) -> dict[str, Figure]:
+    """Figure name -> the learning curves of each group of :func:`learning_curve_groups`."""
+    return {
+        figure: plots.learning_curves(histories, title=title)
+        for figure, (title, histories) in learning_curve_groups(trained).items()
+    }
+
+
 #: figure name -> the model whose layer-1 feature maps it shows (the paper's Figures 8 and 9).
 FEATURE_MAP_FIGURES = {"fig8_feature_maps_densenet121": "densenet121", "fig9_feature_maps_arch2": "arch2"}
 
@@ -264,6 +279,27 @@ def feature_maps(trained: dict, inputs: torch.Tensor) -> dict[str, tuple[str, to
         for figure, name in FEATURE_MAP_FIGURES.items()
         if name in trained
     }
+
+
+def feature_map_figures(trained: dict, inputs: torch.Tensor, labels: list[str], *, n_maps: int) -> dict[str, Figure]:
+    """Figure name -> the ``n_maps`` most active layer-1 channels of each model of :func:`feature_maps`
+    beside ``inputs`` (``(N, 3, H, W)``, titled by ``labels``)."""
+    return {
+        figure: plots.feature_maps_figure(inputs, maps, labels, n_maps=n_maps, title=f"Layer-1 feature maps of {name}")
+        for figure, (name, maps) in feature_maps(trained, inputs).items()
+    }
+
+
+def confusion_figures(preds: pd.DataFrame) -> dict[str, Figure]:
+    """The paper's Figure 10 (arch2 on TEST, when trained), then every model on TEST and on the BCCD crops
+    (``preds``: :func:`~.evaluation.predictions`)."""
+    test = confusions(preds, "TEST")
+    figures = {}
+    if "arch2" in test:
+        figures["fig10_confusion_arch2"] = plots.confusion_figure(test["arch2"], title="Figure 10: arch2 on TEST")
+    figures["confusion_all_test"] = plots.confusion_grid(test, title="All models on TEST")
+    figures["confusion_all_bccd"] = plots.confusion_grid(confusions(preds, "BCCD"), title="All models on BCCD crops")
+    return figures
 
 
 def selection_text(table: pd.DataFrame, best: str) -> str:

@@ -473,14 +473,17 @@ def report_metrics(
     timing: pd.DataFrame,
     detectors: dict[str, Any],
     evidence: dict[str, pd.DataFrame] | None = None,
+    overlap_free: dict[str, pd.DataFrame] | None = None,
 ) -> dict[str, Any]:
     """The ``metrics`` of the notebook's ``metrics.json``: the headline ``values``, every table as records.
 
-    ``evidence``: further tables by name (the selection tables, the overlap-free comparison, the
-    models compared), stored as records under ``evidence``.
+    ``evidence``: further tables by name (the selection tables, the models compared), stored as records
+    under ``evidence``, followed by the tables of :func:`overlap_free_tables` (``overlap_free``) as
+    ``overlap_free_<name>``.
     """
+    tables = dict(evidence or {}) | {f"overlap_free_{name}": frame for name, frame in (overlap_free or {}).items()}
     return {
-        "evidence": {name: frame.to_dict("records") for name, frame in (evidence or {}).items()},
+        "evidence": {name: frame.to_dict("records") for name, frame in tables.items()},
         "split": split,
         "profile": profile,
         "headline": values,

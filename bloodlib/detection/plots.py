@@ -131,9 +131,14 @@ def hsv_failures(
     annotations: Sequence[Annotation], preds: Sequence[dict[str, torch.Tensor]], thresholds: Any, score_threshold: float
 ) -> Any:
     """Rows = images; columns: true WBC boxes, the HSV baseline's boxes, its colour mask
-    (``thresholds``: :class:`~bloodlib.detection.baseline.HSVThresholds`)."""
+    (``thresholds``: :class:`~bloodlib.detection.baseline.HSVThresholds`); a line saying so for no images."""
     from bloodlib.detection.baseline import wbc_mask
 
+    if not annotations:
+        fig, ax = plt.subplots(figsize=(6, 0.8))
+        ax.text(0.5, 0.5, "The HSV baseline found every annotated WBC and no other box.", ha="center", va="center")
+        ax.axis("off")
+        return fig
     wbc = CLASSES.index("WBC") + 1
     fig, axes = plt.subplots(len(annotations), 3, figsize=(9.6, 2.5 * len(annotations)), squeeze=False)
     for r, (a, p) in enumerate(zip(annotations, preds)):

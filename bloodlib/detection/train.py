@@ -132,6 +132,12 @@ def train_detector(
     )
 
 
+def train_detectors(p: DetectionParams, parts: dict[str, list[Annotation]]) -> dict[str, TrainedModel]:
+    """Display name -> :func:`train_detector` of each of :data:`BACKBONES`, in that order."""
+    trained = [train_detector(p, backbone, parts) for backbone in BACKBONES]
+    return {t.name: t for t in trained}
+
+
 def train_cli(profile: str, root: Path) -> int:
     """``bloodlib train detection --profile <profile>``: train (or find cached) both SSD300s."""
     from bloodlib.params import load_params

@@ -1,12 +1,14 @@
 """Running everything from parameters, comparing with the paper, and exporting metrics.
 
-- :func:`load_cohorts`, :func:`cohort_overview`, :func:`missing_values`: the data and its tables.
+- :func:`load_cohorts`, :func:`load_warnings_text`, :func:`cohort_overview`, :func:`missing_values`: the data
+  and its tables.
 - :func:`run_covid_diagnosis`: faithful protocol + honest protocol on every cohort.
 - :func:`faithful_text`, :func:`table4_display`: the faithful protocol's sizes and Table 4.
 - :func:`compare_with_paper`, :func:`paper_vs_ours`: the paper's Table 4
   (``bloodlib.paper.paper_results``) side by side.
 - :func:`honest_table`, :func:`honest_text`, :func:`best_oof`, :func:`selected_oof`: the honest protocol
-  per cohort; :func:`selection_table` and :func:`knn_table`: what the inner loop chose in each outer fold.
+  per cohort, and for every cohort at once :func:`honest_tables_by_cohort`, :func:`honest_captions`, :func:`roc_figures`
+  and :func:`calibration_figures`; :func:`selection_table` and :func:`knn_table`: what the inner loop chose in each outer fold.
 - :func:`seeds_table`: the faithful protocol over many random splits.
 - :func:`model_descriptions`: what each model compared with the paper is, and what differs.
 - :func:`metrics_dict`: JSON-serialisable nested dict for ``metrics.json``.
@@ -25,6 +27,7 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+from matplotlib.figure import Figure
 
 from bloodlib.diagnosis.cache import kept_honest, kept_over_seeds
 from bloodlib.diagnosis.data import feature_columns, load_einstein, load_osr
@@ -40,6 +43,7 @@ from bloodlib.diagnosis.honest import (
 )
 from bloodlib.diagnosis.models import DISPLAY_NAMES
 from bloodlib.diagnosis.params import CovidDiagnosisParams
+from bloodlib.diagnosis.plots import calibration_figure, roc_figure
 from bloodlib.progress import phase
 
 #: Our classifier name -> key in the ``task3_covid`` section of ``paper_results.yaml``.
@@ -69,6 +73,13 @@ def load_cohorts(params: CovidDiagnosisParams) -> tuple[dict[str, pd.DataFrame],
         path = locate("covid-einstein") / "dataset.xlsx"
         cohorts["Einstein"] = load_einstein(path, complete_cbc=params.einstein_complete_cbc)
     return cohorts, [str(warning.message) for warning in caught]
+
+
+def load_warnings_text(messages: list[str]) -> str:
+    """Markdown: the warnings :func:`load_cohorts` collected, one bullet each, or that there were none."""
+    if not messages:
+        return "Loading the cohorts gave no warnings."
+    return "Loading the cohorts warned:\n\n" + "\n".join(f"- {message}" for message in messages)
 
 
 def cohort_overview(cohorts: dict[str, pd.DataFrame]) -> pd.DataFrame:
@@ -230,6 +241,34 @@ def honest_text(cohort: str, result: HonestResult) -> str:
         f"{st['outer_repeats']}×{st['outer_folds']} outer folds, "
         f"{st['inner_folds']} inner folds, grid `{st['grid_size']}`"
     )
+
+
+def honest_tables_by_cohort(honest: dict[str, HonestResult]) -> dict[str, pd.DataFrame]:
+    """Cohort -> :func:`honest_table`."""
+    return {cohort: honest_table(result) for cohort, result in honest.items()}
+
+
+def honest_captions(honest: dict[str, HonestResult]) -> dict[str, str]:
+    """Cohort -> :func:`honest_text`."""
+    return {cohort: honest_text(cohort, result) for cohort, result in honest.items()}
+
+
+def roc_figures(honest: dict[str, HonestResult]) -> dict[str, Figure]:
+    """``roc_<cohort>`` -> the cohort's mean out-of-fold ROC curves of the nested CV."""
+    return {
+        f"roc_{cohort}": roc_figure(result.oof, summary=result.summary, title=f"ROC, nested CV — {cohort}")
+        for cohort, result in honest.items()
+    }
+
+
+def calibration_figures(honest: dict[str, HonestResult], *, n_bins: int) -> dict[str, Figure]:
+    """``calibration_<cohort>`` -> calibration of the classifier chosen per outer fold (:func:`selected_oof`)."""
+    return {
+        f"calibration_{cohort}": calibration_figure(
+            *selected_oof(result), n_bins=n_bins, title=f"{SELECTED_NAME} — {cohort}"
+        )
+        for cohort, result in honest.items()
+    }
 
 
 def best_oof(result: HonestResult, metric: str = "auc") -> tuple[str, np.ndarray, np.ndarray]:

@@ -352,6 +352,20 @@ def example_fields(annotations: Sequence[Annotation], per_source: int, seed: int
     return picks
 
 
+def report_metrics(
+    values: dict[str, Any], minutes: dict[str, float], thresholds: dict[str, float], stain: Any
+) -> dict[str, Any]:
+    """The ``metrics`` of notebook 05's ``metrics.json``: the :func:`headline` ``values``, the training
+    ``minutes``, the deployed counting ``thresholds`` and the classifier's stain reference (``stain``:
+    its ``to_dict()``, or None without stain normalisation)."""
+    return {
+        "headline": values,
+        "minutes": minutes,
+        "thresholds": thresholds,
+        "stain": None if stain is None else stain.to_dict(),
+    }
+
+
 def summary_rows(values: dict[str, Any], detection: pd.DataFrame, counts: pd.DataFrame, note: str) -> list[dict]:
     """The report index's rows of notebook 05 (the paper evaluated on BCCD only: its VGG16-SSD300 mAP
     stands beside ours on BCCD's test images)."""

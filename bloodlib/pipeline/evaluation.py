@@ -115,8 +115,10 @@ def count_table(images: pd.DataFrame, per_sample: pd.DataFrame) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
-def wbc_truth(bccd_dir: Path, blood_cells_dir: Path, image_ids: Sequence[str]) -> tuple[pd.DataFrame, dict[str, int]]:
-    """Annotated WBC boxes with their subtype for ``image_ids`` (via
+def wbc_truth(
+    bccd_dir: Path, blood_cells_dir: Path, annotations: Sequence[Annotation]
+) -> tuple[pd.DataFrame, dict[str, int]]:
+    """Annotated WBC boxes with their subtype for the images of ``annotations`` (via
     :func:`bloodlib.classification.bccd.bccd_wbc_index`): ``image_id, label, x0..y1, group, seen_in_training``
     (the source group has augmented copies in dataset2 TRAIN), and the images left out per reason."""
     from bloodlib.classification.bccd import bccd_wbc_index
@@ -126,7 +128,7 @@ def wbc_truth(bccd_dir: Path, blood_cells_dir: Path, image_ids: Sequence[str]) -
     index["image_id"] = index["image"].map(lambda i: f"BloodImage_{int(i):05d}")
     d2 = dataset2_index(blood_cells_dir)
     train_groups = set(d2.loc[d2["split"] == "TRAIN", "group"])
-    out = index[index["image_id"].isin(set(image_ids))].copy()
+    out = index[index["image_id"].isin({a.image_id for a in annotations})].copy()
     out["seen_in_training"] = out["group"].isin(train_groups)
     return out.reset_index(drop=True), skipped
 

@@ -10,6 +10,7 @@ so a reader never sees half a file.
 from __future__ import annotations
 
 import re
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -59,6 +60,30 @@ class ReportWriter:
         text = frame.to_csv(index=index, float_format="%.6g")
         atomic_write_text(self.dir / "tables" / f"{self._check_name(name)}.csv", text)
         return frame
+
+    def figures(self, figures: Mapping[str, Any], *, dpi: int = 120) -> None:
+        """Save each of ``figures`` (name -> matplotlib Figure, possibly none) with :meth:`figure`."""
+        for name, fig in figures.items():
+            self.figure(fig, name, dpi=dpi)
+
+    def tables(
+        self,
+        frames: Mapping[str, Any],
+        *,
+        prefix: str,
+        captions: Mapping[str, str] | None = None,
+        index: bool = False,
+        decimals: int | None = None,
+    ) -> None:
+        """Save each of ``frames`` (key -> DataFrame) as ``tables/<prefix>_<key>.csv`` and display it
+        under its Markdown caption (``captions[key]``; the key in bold by default), rounded to
+        ``decimals`` on screen only."""
+        from IPython.display import Markdown, display
+
+        for key, frame in frames.items():
+            self.table(frame, f"{prefix}_{key}", index=index)
+            caption = (captions or {}).get(key, f"**{key}**")
+            display(Markdown(caption), frame if decimals is None else frame.round(decimals))
 
     def metrics(self, metrics: dict[str, Any], *, summary: list[dict[str, Any]] | None = None) -> Path:
         """Write ``metrics.json``: ``{"notebook", "summary", "metrics"}``.
