@@ -55,7 +55,7 @@ from pathlib import Path
 from typing import Any
 
 from bloodlib.data.download import UnsafeArchiveError, _tar_kind, _unsafe_name, _zip_kind, extract_archive, sha256_file
-from bloodlib.modelcache import ModelRun, find_run, load_final, models_root
+from bloodlib.modelcache import ModelRun, find_run, load_final, models_root, numeric_array
 
 FORMAT = "bloodlib-models"
 FORMAT_VERSION = 1
@@ -590,11 +590,9 @@ def _check_predictions(folder: Path, shown: str) -> None:
                 raise BundleError(f"{shown}/{path.name} records no number of seconds: {record!r}")
             continue
         try:
-            values = np.load(path, allow_pickle=False)
+            numeric_array(np.load(path, allow_pickle=False), f"{shown}/{path.name}")
         except (OSError, ValueError, EOFError) as err:
             raise BundleError(f"{shown}/{path.name} is not a numeric array: {err}") from err
-        if values.dtype.kind not in "fiub":
-            raise BundleError(f"{shown}/{path.name} holds {values.dtype} values, not numbers")
 
 
 @dataclasses.dataclass

@@ -461,14 +461,24 @@ def cached_output(run: ModelRun, kind: str, inputs: dict[str, Any], compute: Cal
             progress.reused_file(path, phase="evaluation", what=f"{run.task} {kind}")
             return values
     started = time.perf_counter()
-    values = np.asarray(compute())
-    if values.dtype == object:
-        raise ValueError(f"{kind}: compute() must return a numeric array, got dtype object")
+    values = numeric_array(compute(), f"{kind}: compute()'s result")
     buffer = io.BytesIO()
     np.save(buffer, values, allow_pickle=False)
     atomic_write_bytes(path, buffer.getvalue())
     progress.record_cost(path, time.perf_counter() - started)
     return values
+
+
+def numeric_array(values: Any, what: str) -> np.ndarray:
+    """``values`` as an array of numbers (bool, integer or float), what the caches keep without pickle.
+
+    Raises:
+        ValueError: they are not numbers (the message names ``what`` and the dtype).
+    """
+    array = np.asarray(values)
+    if array.dtype.kind not in "biuf":
+        raise ValueError(f"{what}: only numeric arrays can be kept, got {array.dtype}")
+    return array
 
 
 def source_digest(*modules: str) -> str:

@@ -22,7 +22,7 @@ import pandas as pd
 
 from bloodlib import progress
 from bloodlib.fsutil import atomic_write_bytes
-from bloodlib.modelcache import run_key
+from bloodlib.modelcache import numeric_array, run_key
 from bloodlib.paths import cache_dir
 
 Table = pd.DataFrame | np.ndarray
@@ -54,9 +54,7 @@ def to_bytes(tables: dict[str, Table]) -> bytes:
     layout: dict[str, Any] = {}
     for name, table in tables.items():
         if isinstance(table, np.ndarray):
-            if table.dtype.kind not in "fiub":
-                raise ValueError(f"{name}: only numeric arrays can be kept, got {table.dtype}")
-            arrays[f"{name}"] = table
+            arrays[f"{name}"] = numeric_array(table, name)
             layout[name] = {"kind": "array"}
             continue
         columns, text = [], []

@@ -84,3 +84,5 @@ def test_cached_output_reuses_only_the_same_weights_and_inputs(tmp_path):
     assert cached_output(run, "logits", {"data": "a"}, lambda: compute(5.0))[0, 0] == 5.0
     assert calls == [1.0, 3.0, 4.0, 5.0]
     assert {p.name for p in run.folder.iterdir()} == {"final.pt", "run.json"}  # what bundles export is unchanged
+    with pytest.raises(ValueError, match=r"labels: compute\(\)'s result: only numeric arrays can be kept, got <U1"):
+        cached_output(run, "labels", {"data": "a"}, lambda: np.array(["a", "b"]))
