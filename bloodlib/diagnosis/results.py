@@ -7,8 +7,9 @@
 - :func:`compare_with_paper`, :func:`paper_vs_ours`: the paper's Table 4
   (``bloodlib.paper.paper_results``) side by side.
 - :func:`honest_table`, :func:`honest_text`, :func:`best_oof`, :func:`selected_oof`: the honest protocol
-  per cohort, and for every cohort at once :func:`honest_tables_by_cohort`, :func:`honest_captions`, :func:`roc_figures`
-  and :func:`calibration_figures`; :func:`selection_table` and :func:`knn_table`: what the inner loop chose in each outer fold.
+  per cohort; :func:`honest_tables_by_cohort`, :func:`honest_captions`, :func:`roc_figures` and
+  :func:`calibration_figures`: the same for every cohort at once; :func:`selection_table` and
+  :func:`knn_table`: what the inner loop chose in each outer fold.
 - :func:`seeds_table`: the faithful protocol over many random splits.
 - :func:`model_descriptions`: what each model compared with the paper is, and what differs.
 - :func:`metrics_dict`: JSON-serialisable nested dict for ``metrics.json``.
