@@ -518,6 +518,12 @@ def side_by_side(frames: dict[str, pd.DataFrame], on: Sequence[str], columns: Se
 #: The two image sets of :func:`overlap_free_tables`.
 OFFICIAL = "official"
 OVERLAP_FREE = "overlap-free"
+#: What each table of :func:`overlap_free_tables` shows (the report's captions).
+OVERLAP_FREE_CAPTIONS = {
+    "table2": "**Table 2**: AP, precision and recall per class",
+    "map": "**mAP@0.5** with 95% bootstrap intervals",
+    "counts": "**Counting errors** per image",
+}
 
 
 def overlap_free_tables(
