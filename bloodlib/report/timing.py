@@ -4,7 +4,8 @@ It reads what the runner records per notebook in ``runs.json`` (:class:`~bloodli
 ``phases`` (seconds of training, evaluation, bootstrap, plots and other, :mod:`bloodlib.progress`),
 ``reused`` (the recorded seconds of the work taken from caches instead of done) and ``cells`` (seconds
 of each code cell). This run's minutes plus the reused minutes are a little less than a render with
-empty caches takes on the machine that did the work (crops and prepared data are kept too, untimed). Runs recorded before these existed show their total time only.
+empty caches takes on the machine that did the work (crops and prepared data are kept too, untimed).
+Runs recorded before these existed show their total time only.
 """
 
 from __future__ import annotations
